@@ -1,0 +1,63 @@
+"""The ``grpo`` command: ``grpo train``, ``grpo export``, ``grpo score``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+USAGE = """usage: grpo <command> [args]
+
+commands:
+  train RECIPE.yaml [--field value ...]   GRPO training (flags override the recipe)
+  export CHECKPOINT OUT_DIR              a standalone Hugging Face model folder (LoRA merged)
+  eval RECIPE.yaml --model PATH           held-out accuracy with the recipe's data, template and rewards
+  score FILE --rewards a,b               score a JSONL of completions with reward functions
+"""
+
+
+def train_main(argv: list[str]) -> int:
+    """``grpo train``: parse the recipe and flags, train, return 0."""
+    from grpo.config import parse_config
+    from grpo.trainer import GRPOTrainer
+
+    model_args, data_args, args = parse_config(argv)
+    GRPOTrainer(model_args, data_args, args).train()
+    return 0
+
+
+def export_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="grpo export", description="Export a checkpoint as a standalone model folder.")
+    parser.add_argument("checkpoint", help="a checkpoint-<step> folder written by grpo train")
+    parser.add_argument("out_dir", help="where to write the model folder")
+    ns = parser.parse_args(argv)
+    from grpo.export import export_checkpoint
+
+    print(export_checkpoint(ns.checkpoint, ns.out_dir))
+    return 0
+
+
+def score_main(argv: list[str]) -> int:
+    from rewards.score import main
+
+    return main(argv)
+
+
+def eval_main(argv: list[str]) -> int:
+    from grpo.evaluate import eval_main as run
+
+    return run(argv)
+
+
+COMMANDS = {"train": train_main, "export": export_main, "eval": eval_main, "score": score_main}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print(USAGE, file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    return COMMANDS[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

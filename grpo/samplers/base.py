@@ -1,0 +1,58 @@
+"""The sampler interface: a group of G completions per prompt, and a way to load new policy weights."""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+
+from grpo.types import Rollout
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Sampling settings shared by every sampler (copied from ``GRPOArguments``; see its field docs)."""
+
+    max_completion_length: int  # tokens
+    temperature: float = 1.0  # 0 = greedy decoding
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = off
+
+
+class Sampler(ABC):
+    """Generates rollouts from the current policy.
+
+    Implementations: ``HFSampler`` (transformers ``generate`` on the policy itself) and, in its own
+    module, a vLLM sampler that holds a separate copy of the weights and needs :meth:`sync_weights`.
+    """
+
+    @abstractmethod
+    def generate(self, prompt_ids: list[list[int]], num_generations: int) -> Rollout:
+        """Sample ``num_generations`` completions for each prompt.
+
+        Args:
+            prompt_ids: B prompts as token-id lists (no padding).
+            num_generations: G, completions per prompt.
+        Returns:
+            A ``Rollout`` of N = B*G rows, the G completions of prompt b at rows b*G .. b*G+G-1.
+        """
+
+    @abstractmethod
+    def sync_weights(self, model: torch.nn.Module) -> float:
+        """Make the sampler sample from ``model``'s current weights; returns the seconds it took."""
+
+
+SAMPLERS = {"hf": "grpo.samplers.hf:HFSampler", "vllm": "grpo.samplers.vllm:VLLMSampler"}
+
+
+def build_sampler(name: str, model: torch.nn.Module, tokenizer, config: SamplingConfig) -> Sampler:
+    """The sampler registered as ``name`` in ``SAMPLERS``.
+
+    Raises ``ValueError`` on an unknown name and ``ImportError`` when its backend is not installed.
+    """
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}")
+    module_name, class_name = SAMPLERS[name].split(":")
+    return getattr(importlib.import_module(module_name), class_name)(model, tokenizer, config)

@@ -1,0 +1,79 @@
+"""A sampler on transformers ``generate``, run on the policy itself (so weight sync costs nothing)."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from transformers import GenerationConfig
+
+from grpo.samplers.base import Sampler, SamplingConfig
+from grpo.types import Rollout
+
+
+def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad token lists into ids ``[N, L]`` and an attention mask ``[N, L]`` (1 on real tokens)."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        if seq:
+            ids[i, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
+            mask[i, width - len(seq):] = 1
+    return ids, mask
+
+
+def completion_mask_from_eos(completion_ids: torch.Tensor, eos_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask ``[N, T]`` that is 1 up to and including the first EOS, and truncated flags ``[N]`` (no EOS)."""
+    is_eos = torch.isin(completion_ids, torch.tensor(eos_ids, device=completion_ids.device))  # [N, T]
+    has_eos = is_eos.any(dim=1)  # [N]
+    first = torch.where(has_eos, is_eos.int().argmax(dim=1), completion_ids.shape[1])  # [N]
+    positions = torch.arange(completion_ids.shape[1], device=completion_ids.device)  # [T]
+    mask = (positions[None, :] <= first[:, None]).long()  # [N, T]
+    return mask, ~has_eos
+
+
+class HFSampler(Sampler):
+    """Batched sampling with ``model.generate``: left padding, temperature, top_p, top_k, stop at EOS."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer, config: SamplingConfig):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = config
+        eos = model.generation_config.eos_token_id if model.generation_config is not None else None
+        eos = [eos] if isinstance(eos, int) else list(eos or [])
+        self.eos_ids = sorted({*eos, tokenizer.eos_token_id})
+        # A fresh GenerationConfig: the model's own defaults (say top_k=50) must not leak into sampling,
+        # or the sampled distribution would differ from the one the loss assumes.
+        # temperature 0 means greedy decoding (evaluation); training always samples.
+        sampling = {"do_sample": True, "temperature": config.temperature, "top_p": config.top_p,
+                    "top_k": config.top_k or None} if config.temperature > 0 else {"do_sample": False}
+        self.generation_config = GenerationConfig(
+            **sampling,
+            max_new_tokens=config.max_completion_length, eos_token_id=self.eos_ids,
+            pad_token_id=tokenizer.pad_token_id, use_cache=True,
+        )
+
+    @torch.no_grad()
+    def generate(self, prompt_ids: list[list[int]], num_generations: int) -> Rollout:
+        repeated = [ids for ids in prompt_ids for _ in range(num_generations)]  # B*G prompts, groups consecutive
+        device = next(self.model.parameters()).device
+        ids, mask = left_pad(repeated, self.tokenizer.pad_token_id)  # [N, P], [N, P]
+        ids, mask = ids.to(device), mask.to(device)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            out = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=self.generation_config)
+        finally:
+            self.model.train(was_training)
+        completion_ids = out[:, ids.shape[1]:]  # [N, T]
+        completion_mask, truncated = completion_mask_from_eos(completion_ids, self.eos_ids)
+        completion_ids = completion_ids.masked_fill(completion_mask == 0, self.tokenizer.pad_token_id)
+        texts = self.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
+        return Rollout(ids, mask, completion_ids, completion_mask, truncated, texts)
+
+    def sync_weights(self, model: torch.nn.Module) -> float:
+        """Nothing to copy: this sampler generates with the policy module itself."""
+        start = time.perf_counter()
+        self.model = model
+        return time.perf_counter() - start

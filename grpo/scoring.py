@@ -1,0 +1,72 @@
+"""Run the reward functions on a rollout and combine them: the weighted sum that GRPO optimises."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+RewardFunc = Callable[..., list]
+
+
+def reward_name(func: RewardFunc) -> str:
+    """The name a reward is logged under (``rewards/<name>``)."""
+    return getattr(func, "__name__", type(func).__name__)
+
+
+# Reward settings that the run configuration already decides: filled in unless a recipe sets them.
+DERIVED_SETTINGS = {
+    "think_prefilled": lambda data, args: data.think_prefill,
+    "max_completion_length": lambda data, args: args.max_completion_length,
+    "num_generations": lambda data, args: args.num_generations,
+}
+
+
+def build_reward_funcs(data_args, args) -> list[RewardFunc]:
+    """The recipe's rewards with their settings bound, settings that the run config decides included
+    (``think_prefilled``, ``max_completion_length``, ``num_generations``), so they are never set twice."""
+    import rewards
+    from rewards.registry import reward_settings
+
+    kwargs = {name: dict(v) for name, v in args.reward_kwargs.items()}
+    for name in args.reward_funcs:
+        if name not in rewards.REWARDS:
+            continue  # get_reward_funcs raises the clear error
+        accepted = reward_settings(rewards.REWARDS[name])
+        for setting, derive in DERIVED_SETTINGS.items():
+            if setting in accepted:
+                kwargs.setdefault(name, {}).setdefault(setting, derive(data_args, args))
+    return rewards.get_reward_funcs(args.reward_funcs, kwargs)
+
+
+def score_completions(
+    reward_funcs: list[RewardFunc], completions: list[str], columns: dict[str, list[Any]]
+) -> Tensor:
+    """Call every reward on the N completions (TRL's convention: ``f(completions, **columns)``).
+
+    Returns ``[N, F]`` float32, NaN where a reward returned None (cannot be verified).
+    Raises ``ValueError`` naming the reward when it returns the wrong number of values or a non-number.
+    """
+    n = len(completions)
+    table = torch.full((n, len(reward_funcs)), math.nan)  # [N, F]
+    for j, func in enumerate(reward_funcs):
+        values = func(completions=completions, **columns)
+        if len(values) != n:
+            raise ValueError(f"reward {reward_name(func)!r} returned {len(values)} values for {n} completions")
+        for i, value in enumerate(values):
+            if value is None:
+                continue
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ValueError(f"reward {reward_name(func)!r} returned {value!r} (a {type(value).__name__}) "
+                                 f"for completion {i}; expected a float or None")
+            table[i, j] = float(value)
+    return table
+
+
+def combine_rewards(per_func: Tensor, weights: Tensor) -> Tensor:
+    """Weighted sum over rewards ``[N, F] -> [N]``, skipping NaN (None) entries; NaN where all are NaN."""
+    valid = ~per_func.isnan()  # [N, F]
+    total = torch.where(valid, per_func * weights, 0.0).sum(dim=1)  # [N]
+    return torch.where(valid.any(dim=1), total, math.nan)

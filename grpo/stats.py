@@ -1,0 +1,75 @@
+"""Per-rollout statistics: reward, length, truncation, group spread and R1-Zero's reflection rate."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import torch
+from torch import Tensor
+
+# Words that mark a model re-examining its work: DeepSeek-R1-Zero's "aha moment" (DeepSeek-AI 2025, sec. 2.2.4).
+REFLECTION_PATTERN = re.compile(
+    r"\b(wait|let me (re-?)?check|let me verify|verify|double[- ]check|re-?check|re-?evaluate|reconsider|"
+    r"on second thought|hmm|let me think again)\b",
+    re.IGNORECASE,
+)
+CORRECTNESS_REWARDS = ("accuracy", "reasoning_gym")
+
+
+def reflection_rate(completions: list[str]) -> float:
+    """Share of completions that use at least one reflection word or phrase (``REFLECTION_PATTERN``)."""
+    if not completions:
+        return 0.0
+    return sum(bool(REFLECTION_PATTERN.search(c)) for c in completions) / len(completions)
+
+
+def _mean_or_none(x: Tensor) -> float | None:
+    return float(x.float().mean()) if x.numel() else None
+
+
+def correct_mask(per_func: Tensor, names: list[str]) -> Tensor | None:
+    """``[N]`` bool: the first correctness reward (accuracy, reasoning_gym) is >= 1; None if neither is used."""
+    for name in CORRECTNESS_REWARDS:
+        if name in names:
+            return per_func[:, names.index(name)] >= 1.0
+    return None
+
+
+def rollout_metrics(
+    rewards: Tensor, per_func: Tensor, names: list[str], lengths: Tensor, truncated: Tensor,
+    completions: list[str], num_generations: int,
+) -> dict[str, float | None]:
+    """Metrics of one rollout of N = B*G completions (all tensors gathered from every process).
+
+    Args:
+        rewards: ``[N]`` combined rewards (NaN = unverifiable). per_func: ``[N, F]``. lengths: ``[N]``
+        completion tokens. truncated: ``[N]`` bool.
+    Returns:
+        reward (mean), reward_std (mean over groups of the unbiased in-group std), rewards/<name>,
+        completion_length/{mean,min,max,correct_mean,incorrect_mean} (tokens; None where no completion
+        qualifies), truncated_frac, zero_std_frac (share of groups whose rewards are all equal) and
+        reflection_rate.
+    """
+    groups = rewards.view(-1, num_generations)  # [B, G]
+    group_std = torch.stack([g[~g.isnan()].std() if (~g.isnan()).sum() > 1 else torch.tensor(0.0) for g in groups])
+    metrics: dict[str, float | None] = {
+        "reward": float(rewards.nanmean()) if (~rewards.isnan()).any() else None,
+        "reward_std": float(group_std.mean()),
+        "zero_std_frac": float((group_std < 1e-6).float().mean()),
+    }
+    for j, name in enumerate(names):
+        column = per_func[:, j]
+        metrics[f"rewards/{name}"] = float(column.nanmean()) if (~column.isnan()).any() else None
+    lengths = lengths.float()
+    correct = correct_mask(per_func, names)
+    metrics.update({
+        "completion_length/mean": float(lengths.mean()),
+        "completion_length/min": float(lengths.min()),
+        "completion_length/max": float(lengths.max()),
+        "completion_length/correct_mean": _mean_or_none(lengths[correct]) if correct is not None else None,
+        "completion_length/incorrect_mean": _mean_or_none(lengths[~correct]) if correct is not None else None,
+        "truncated_frac": float(truncated.float().mean()),
+        "reflection_rate": reflection_rate(completions),
+    })
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}

@@ -1,0 +1,56 @@
+import pytest
+import yaml
+
+from grpo.config import GRPOArguments, load_config, parse_config, save_config
+from tests.conftest import SMOKE_RECIPE
+
+
+def test_recipe_then_flags_override(tmp_path):
+    model, data, args = parse_config([SMOKE_RECIPE, "--learning_rate", "1e-6", "--output_dir", str(tmp_path)])
+    with open(SMOKE_RECIPE) as f:
+        recipe = yaml.safe_load(f)
+    assert args.learning_rate == 1e-6  # flag beats recipe
+    assert args.num_generations == recipe["num_generations"]  # recipe beats default
+    assert model.model_name_or_path == recipe["model_name_or_path"]
+    assert data.reasoning_gym_kwargs == recipe["reasoning_gym_kwargs"]
+
+
+def test_config_flag_form_and_json_dict(tmp_path):
+    _, data, args = parse_config(["--config", SMOKE_RECIPE, "--reward_kwargs", '{"format": {"strict": false}}'])
+    assert args.reward_kwargs == {"format": {"strict": False}}
+
+
+def test_generation_batch_must_hold_whole_groups():
+    with pytest.raises(ValueError, match="not divisible by num_generations"):
+        GRPOArguments(num_generations=3, per_device_train_batch_size=4, gradient_accumulation_steps=1)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("loss_type", "ppo", "loss_type"),
+    ("kl_estimator", "k4", "kl_estimator"),
+    ("scale_rewards", "std", "scale_rewards"),
+    ("num_generations", 1, "num_generations"),
+    ("temperature", 0.0, "temperature"),
+    ("report_to", ["mlflow"], "report_to"),
+])
+def test_bad_values_raise_clear_errors(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        GRPOArguments(**{field: value})
+
+
+def test_reward_weights_must_match_rewards():
+    with pytest.raises(ValueError, match="reward_weights"):
+        GRPOArguments(reward_funcs=["accuracy", "format"], reward_weights=[1.0])
+
+
+def test_unknown_recipe_key_fails(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learning_rat: 1.0\n")
+    with pytest.raises(ValueError, match="learning_rat"):
+        parse_config([str(bad)])
+
+
+def test_saved_config_round_trips(tmp_path):
+    configs = parse_config([SMOKE_RECIPE])
+    save_config(str(tmp_path / "c.yaml"), *configs)
+    assert load_config(str(tmp_path / "c.yaml")) == configs
