@@ -74,7 +74,12 @@ def extract_gold(answer: Any, answer_format: str = "auto") -> str:
 
 # --- sources --------------------------------------------------------------------------------------
 
-def _read_jsonl(path: str) -> list[dict[str, Any]]:
+def read_jsonl(path: str) -> list[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` for every non-blank line of a JSONL file.
+
+    Raises ``ValueError`` as ``FILE:LINE: invalid JSON (...)`` or ``FILE:LINE: expected a JSON object``,
+    ``FileNotFoundError`` / ``UnicodeDecodeError`` from reading.
+    """
     rows = []
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):
@@ -83,10 +88,10 @@ def _read_jsonl(path: str) -> list[dict[str, Any]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
-                raise ValueError(f"{path}, line {line_no}: not valid JSON ({err.msg})") from err
+                raise ValueError(f"{path}:{line_no}: invalid JSON ({err.msg} at column {err.colno})") from None
             if not isinstance(row, dict):
-                raise ValueError(f"{path}, line {line_no}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
+                raise ValueError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
+            rows.append((line_no, row))
     return rows
 
 
@@ -98,7 +103,7 @@ def _load_local(path: str, split: str) -> list[dict[str, Any]]:
                 return _load_local(candidate, split)
         raise FileNotFoundError(f"{path}: no {split}.jsonl, {split}.json or {split}.parquet inside")
     if path.endswith(".jsonl"):
-        return _read_jsonl(path)
+        return [row for _, row in read_jsonl(path)]
     if path.endswith(".json"):
         with open(path, encoding="utf-8") as f:
             data = json.load(f)

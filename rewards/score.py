@@ -40,25 +40,20 @@ def read_rows(path: str) -> tuple[list[str], dict[str, list[Any]]]:
         ScoreInputError: unreadable file, invalid JSON, a row that is not an object, or a row
             without a string ``completion`` (message: ``FILE:LINE: ...``).
     """
+    from grpo.data import read_jsonl
+
     rows: list[dict[str, Any]] = []
     try:
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ScoreInputError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
-                if not isinstance(row, dict):
-                    raise ScoreInputError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-                if "completion" not in row:
-                    raise ScoreInputError(f"{path}:{lineno}: row has no 'completion' (keys: {sorted(row)})")
-                try:
-                    row["completion"] = as_text(row["completion"])
-                except TypeError as e:
-                    raise ScoreInputError(f"{path}:{lineno}: 'completion' is not text: {e}") from None
-                rows.append(row)
+        for lineno, row in read_jsonl(path):
+            if "completion" not in row:
+                raise ScoreInputError(f"{path}:{lineno}: row has no 'completion' (keys: {sorted(row)})")
+            try:
+                row["completion"] = as_text(row["completion"])
+            except TypeError as e:
+                raise ScoreInputError(f"{path}:{lineno}: 'completion' is not text: {e}") from None
+            rows.append(row)
+    except ValueError as e:
+        raise ScoreInputError(str(e)) from None
     except OSError as e:
         raise ScoreInputError(f"{path}: cannot read ({e.strerror or e})") from None
     except UnicodeDecodeError as e:

@@ -49,7 +49,7 @@ def test_long_prompts_are_dropped_and_counted(tmp_path, tokenizer):
 def test_bad_jsonl_names_file_and_line(tmp_path, tokenizer):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"question": "a", "answer": "1"}\n{oops\n')
-    with pytest.raises(ValueError, match=r"bad.jsonl, line 2"):
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: invalid JSON"):
         build_prompt_dataset(DataArguments(dataset_name=str(path)), tokenizer)
 
 
