@@ -122,8 +122,7 @@ class GRPOTrainer:
         args, g = self.args, self.args.num_generations
         rounds = [self._sample_round()]
         wanted = len(rounds[0][0])
-        while (args.dynamic_sampling and len(rounds) < args.max_generation_rounds
-               and sum(int(r[4].sum()) for r in rounds) < wanted):
+        while args.dynamic_sampling and len(rounds) < args.max_generation_rounds and self._any_process_short(rounds, wanted):
             rounds.append(self._sample_round())
         if len(rounds) == 1 and not args.dynamic_sampling:
             self.sampling_stats = {}
@@ -138,6 +137,12 @@ class GRPOTrainer:
                                "dynamic_sampling/dropped_groups": int((~informative).sum()),
                                "dynamic_sampling/filled_groups": max(wanted - int(informative.sum()), 0)}
         return [rows[i] for i in groups.tolist()], select_rollout(rollout, seq), per_func[seq], rewards[seq]
+
+    def _any_process_short(self, rounds: list, wanted: int) -> bool:
+        """True while any process has fewer than ``wanted`` informative groups: all processes then sample
+        another round together, so their prompt positions stay equal."""
+        short = torch.tensor(float(sum(int(r[4].sum()) for r in rounds) < wanted), device=self.accelerator.device)
+        return bool(self.accelerator.reduce(short, reduction="sum") > 0)
 
     def _sample_round(self):
         """One round: B prompts -> G completions each -> rewards; plus which groups are informative ``[B]``."""
