@@ -240,3 +240,43 @@ class PromptSampler:
         self.batches_drawn += 1
         start = self.process_index * self.batch_size
         return indices[start:start + self.batch_size]
+
+
+def trained_problems(run_dir: str) -> set[str]:
+    """The problems a training run in ``run_dir`` actually drew, replayed from its config and newest checkpoint.
+
+    Used to build held-out evaluation sets on generated tasks (where a new seed can repeat training
+    problems). Raises ``FileNotFoundError`` when the run has no checkpoint.
+    """
+    from grpo.checkpoint import list_checkpoints, read_trainer_state
+    from grpo.config import load_config
+    from grpo.model import load_tokenizer
+
+    checkpoints = list_checkpoints(run_dir)
+    if not checkpoints:
+        raise FileNotFoundError(f"{run_dir} has no checkpoint to replay")
+    model_args, data_args, args = load_config(os.path.join(checkpoints[-1], "config.yaml"))
+    drawn = read_trainer_state(checkpoints[-1])["batches_drawn"]
+    dataset = build_prompt_dataset(data_args, load_tokenizer(model_args))
+    # every process's slice of each global batch: replay as one process drawing the global batch
+    sampler = PromptSampler(len(dataset), args.prompts_per_rollout * _num_processes(checkpoints[-1]), args.seed)
+    return {dataset.rows[i]["problem"] for _ in range(drawn) for i in sampler.next_indices()}
+
+
+def _num_processes(checkpoint: str) -> int:
+    from grpo.checkpoint import read_trainer_state
+
+    return int(read_trainer_state(checkpoint).get("num_processes", 1))
+
+
+def heldout_rows(rows: list[dict[str, Any]], exclude: set[str], limit: int | None = None) -> list[dict[str, Any]]:
+    """Rows whose problem is not in ``exclude`` and not a repeat of an earlier row, at most ``limit``."""
+    seen, kept = set(exclude), []
+    for row in rows:
+        if row["problem"] in seen:
+            continue
+        seen.add(row["problem"])
+        kept.append(row)
+        if limit is not None and len(kept) >= limit:
+            break
+    return kept

@@ -338,7 +338,8 @@ class GRPOTrainer:
         self.accelerator.wait_for_everyone()
         if not self.accelerator.is_main_process:
             return None
-        state = {"global_step": self.global_step, "batches_drawn": self.prompts.batches_drawn}
+        state = {"global_step": self.global_step, "batches_drawn": self.prompts.batches_drawn,
+                 "num_processes": self.accelerator.num_processes}
 
         def write(folder: str) -> None:
             self.unwrapped_policy.save_pretrained(os.path.join(folder, "model"))

@@ -206,3 +206,18 @@ def test_mask_truncated_completions_leaves_them_out_of_the_loss(tmp_path):
     batch = trainer.make_batch(rollout, torch.ones(len(rollout)))
     assert batch.completion_mask[::2].sum() == 0
     assert torch.equal(batch.completion_mask[1::2], rollout.completion_mask[1::2].float())
+
+
+def test_trained_problems_replays_exactly_what_training_drew(tmp_path):
+    from grpo.data import heldout_rows, trained_problems
+
+    trainer = make_trainer(tmp_path, "--max_steps", "3")
+    drawn = []
+    original = trainer.next_prompts
+    trainer.next_prompts = lambda: (rows := original(), drawn.extend(r["problem"] for r in rows))[0]
+    trainer.train()
+    assert trained_problems(str(tmp_path)) == set(drawn) and len(drawn) == 3 * trainer.args.prompts_per_rollout
+    rows = trainer.dataset.rows
+    kept = heldout_rows(rows, set(drawn), limit=5)
+    assert len(kept) == 5 and not {r["problem"] for r in kept} & set(drawn)
+    assert len({r["problem"] for r in kept}) == 5  # repeats dropped too
