@@ -11,6 +11,7 @@ commands:
   train RECIPE.yaml [--field value ...]   GRPO training (flags override the recipe)
   export CHECKPOINT OUT_DIR              a standalone Hugging Face model folder (LoRA merged)
   eval RECIPE.yaml --model PATH           held-out accuracy with the recipe's data, template and rewards
+  eval --model PATH --benchmarks a,b      benchmarks with test-time compute: pass@k, maj@k, best-of-N, budgets
   score FILE --rewards a,b               score a JSONL of completions with reward functions
 """
 

@@ -1,7 +1,14 @@
-"""Held-out accuracy of a model on a prompt data set: ``grpo eval``.
+"""Held-out accuracy of a model: ``grpo eval``, and evaluation during training.
 
-Greedy decoding (or sampling with ``--temperature``) through the same sampler and prompt template
-as training, scored with the same reward functions; writes one JSON line per problem.
+Two modes of ``grpo eval``:
+
+* ``grpo eval RECIPE.yaml --model PATH [--out FILE]``: the recipe's data set is the benchmark. Greedy
+  decoding (or sampling with ``--eval_temperature``) through the same sampler and prompt template as
+  training, scored with the recipe's reward functions; one JSON line per problem.
+* ``grpo eval [RECIPE.yaml] --model PATH --benchmarks gsm8k,math500 --num_samples K ...``: registered
+  benchmarks with test-time compute (pass@k, maj@k, best-of-N, thinking budgets); see :mod:`grpo.eval_cli`.
+
+:func:`evaluate_during_training` scores the policy on small held-out slices every few training steps.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import torch
 from grpo.config import parse_config
 from grpo.data import build_prompt_dataset
 from grpo.model import load_policy, load_tokenizer
-from grpo.samplers import SamplingConfig, build_sampler
+from grpo.samplers import Sampler, SamplingConfig, build_sampler
 from grpo.scoring import build_reward_funcs, reward_name, score_completions
 
 
@@ -55,10 +62,20 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
+def _benchmark_mode(argv: list[str]) -> bool:
+    """``--benchmarks`` given (or a bare ``--help``, which documents the benchmark mode)."""
+    return any(a == "--benchmarks" or a.startswith("--benchmarks=") for a in argv) or argv in (["-h"], ["--help"])
+
+
 def eval_main(argv: list[str]) -> int:
     """``grpo eval RECIPE.yaml --model PATH [--out FILE] [recipe overrides]``: data, template, rewards and
     completion length come from the recipe (so training and evaluation agree); ``--model`` is any model
-    name or folder, e.g. an exported checkpoint."""
+    name or folder, e.g. an exported checkpoint. With ``--benchmarks``: benchmark mode
+    (:func:`grpo.eval_cli.benchmark_main`)."""
+    if _benchmark_mode(argv):
+        from grpo.eval_cli import benchmark_main
+
+        return benchmark_main(argv)
     parser = argparse.ArgumentParser(prog="grpo eval", add_help=False)
     parser.add_argument("--model", default=None, help="model to evaluate (default: the recipe's model)")
     parser.add_argument("--out", default=None, help="JSONL of per-problem results")
@@ -81,3 +98,56 @@ def eval_main(argv: list[str]) -> int:
             f.writelines(json.dumps(r) + "\n" for r in records)
     print(json.dumps(summary))
     return 0
+
+
+@torch.no_grad()
+def evaluate_during_training(model, tokenizer, rows_by_benchmark: dict[str, list[dict]], reward_funcs: list, *,
+                             num_samples: int, max_completion_length: int, temperature: float = 0.6,
+                             top_p: float = 0.95, batch_size: int = 64, sampler: Sampler | None = None,
+                             seed: int = 0, timeout_seconds: float = 5.0) -> dict[str, float]:
+    """Accuracy of the current policy on small held-out slices, for logging every few training steps.
+
+    Args:
+        model: the (unwrapped) policy; tokenizer: its tokenizer.
+        rows_by_benchmark: ``{name: rows}`` from :func:`grpo.benchmarks.load_benchmarks` (built once).
+        reward_funcs: rewards of which the first ``accuracy`` or ``reasoning_gym`` gives the verdicts.
+        num_samples: K completions per problem; max_completion_length: tokens per completion.
+        sampler: the trainer's sampler (a vLLM engine is reused through ``with_config``); None: transformers.
+        seed: the sampling seed. The global RNG state is saved and restored, so training's own sampling
+            (and bit-exact resume) is not affected.
+    Returns:
+        Per benchmark: ``eval/<name>/pass@1`` (mean verdict over the K samples: R1's pass@1),
+        ``eval/<name>/pass@K`` and ``eval/<name>/maj@K`` (with K = num_samples, e.g. ``maj@4``),
+        ``eval/<name>/completion_length`` (mean tokens) and ``eval/<name>/truncated_frac``; means over the
+        verifiable problems (NaN when there is none).
+    Raises:
+        ValueError: when no correctness reward is among ``reward_funcs``.
+    """
+    from grpo.benchmark_eval import EvalSettings, sample_rows, score_batch
+    from grpo.eval_report import summarize_group
+    from grpo.stats import CORRECTNESS_REWARDS
+
+    names = [reward_name(f) for f in reward_funcs]
+    judge = next((f for n, f in zip(names, reward_funcs) if n in CORRECTNESS_REWARDS), None)
+    if judge is None:
+        raise ValueError(f"evaluation needs a correctness reward ({', '.join(CORRECTNESS_REWARDS)}); got {names}")
+    settings = EvalSettings(num_samples=num_samples, max_completion_length=max_completion_length,
+                            temperature=temperature, top_p=top_p, batch_size=batch_size, timeout_seconds=timeout_seconds)
+    engine = (sampler.with_config(settings.sampling_config()) if sampler is not None
+              else build_sampler("hf", model, tokenizer, settings.sampling_config()))
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    per_call, k, metrics = max(1, batch_size // num_samples), num_samples, {}
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        for name, rows in rows_by_benchmark.items():
+            records = []
+            for i in range(0, len(rows), per_call):
+                batch = rows[i:i + per_call]
+                records += score_batch(batch, sample_rows(engine, tokenizer, batch, settings, None), judge, {}, None,
+                                       timeout_seconds)
+            result = summarize_group(records)
+            for key, source in (("pass@1", "pass@1"), (f"pass@{k}", f"pass@{k}"), (f"maj@{k}", f"maj@{k}"),
+                                ("completion_length", "completion_tokens/mean"), ("truncated_frac", "truncated_frac")):
+                value = result.get(source)
+                metrics[f"eval/{name}/{key}"] = float("nan") if value is None else float(value)
+    return metrics

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -19,6 +20,9 @@ class SamplingConfig:
     temperature: float = 1.0  # 0 = greedy decoding
     top_p: float = 1.0
     top_k: int = 0  # 0 = off
+    # Stop strings: a completion also ends at the token that completes one of them (kept in the
+    # completion, which then counts as finished, not truncated). () = stop only at EOS or the length cap.
+    stop: tuple[str, ...] = ()
 
 
 class Sampler(ABC):
@@ -26,7 +30,10 @@ class Sampler(ABC):
 
     Implementations: ``HFSampler`` (transformers ``generate`` on the policy itself) and, in its own
     module, a vLLM sampler that holds a separate copy of the weights and needs :meth:`sync_weights`.
+    Every implementation keeps its settings as ``self.config``.
     """
+
+    config: SamplingConfig
 
     @abstractmethod
     def generate(self, prompt_ids: list[list[int]], num_generations: int) -> Rollout:
@@ -39,12 +46,28 @@ class Sampler(ABC):
             A ``Rollout`` of N = B*G rows, the G completions of prompt b at rows b*G .. b*G+G-1.
         """
 
+    def with_config(self, config: SamplingConfig) -> "Sampler":
+        """A sampler on the same weights with other sampling settings (say a shorter cap, or stop strings),
+        used to continue generation in steps (thinking budgets). The default builds a new sampler of the
+        same class from ``self.model`` and ``self.tokenizer``; a sampler that owns an engine (vLLM) must
+        override it to share the engine."""
+        return type(self)(self.model, self.tokenizer, config)
+
     @abstractmethod
     def sync_weights(self, model: torch.nn.Module) -> float:
         """Make the sampler sample from ``model``'s current weights; returns the seconds it took."""
 
 
 SAMPLERS = {"hf": "grpo.samplers.hf:HFSampler", "vllm": "grpo.samplers.vllm:VLLMSampler"}
+
+
+def resolve_sampler_name(name: str = "auto") -> str:
+    """``auto``: ``vllm`` when both the vllm package and grpo's vLLM sampler module can be imported, else
+    ``hf``; any other name is returned unchanged."""
+    if name != "auto":
+        return name
+    has_vllm = importlib.util.find_spec("vllm") is not None
+    return "vllm" if has_vllm and importlib.util.find_spec(SAMPLERS["vllm"].split(":")[0]) is not None else "hf"
 
 
 def build_sampler(name: str, model: torch.nn.Module, tokenizer, config: SamplingConfig) -> Sampler:

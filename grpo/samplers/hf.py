@@ -33,8 +33,34 @@ def completion_mask_from_eos(completion_ids: torch.Tensor, eos_ids: list[int]) -
     return mask, ~has_eos
 
 
+def first_stop_end(tokenizer, ids: list[int], stop: tuple[str, ...]) -> int | None:
+    """Length of the shortest prefix of ``ids`` whose text contains one of the ``stop`` strings
+    (the index of the token completing it, plus one), or None when the text has none.
+
+    Generation halts at the token completing a stop string, so that is usually the last token: two
+    decodes. Otherwise a binary search over prefixes: O(log T) decodes of at most T tokens.
+    """
+    def has_stop(j: int) -> bool:
+        text = tokenizer.decode(ids[:j], skip_special_tokens=True)
+        return any(s in text for s in stop)
+
+    if not stop or not ids or not has_stop(len(ids)):
+        return None
+    if not has_stop(len(ids) - 1):
+        return len(ids)
+    lo, hi = 1, len(ids) - 1  # has_stop(hi) holds; find the smallest such j
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if has_stop(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
 class HFSampler(Sampler):
-    """Batched sampling with ``model.generate``: left padding, temperature, top_p, top_k, stop at EOS."""
+    """Batched sampling with ``model.generate``: left padding, temperature, top_p, top_k, stop at EOS
+    (and at ``config.stop`` strings, through transformers' ``stop_strings``)."""
 
     def __init__(self, model: torch.nn.Module, tokenizer, config: SamplingConfig):
         self.model = model
@@ -52,6 +78,7 @@ class HFSampler(Sampler):
             **sampling,
             max_new_tokens=config.max_completion_length, eos_token_id=self.eos_ids,
             pad_token_id=tokenizer.pad_token_id, use_cache=True,
+            **({"stop_strings": list(config.stop)} if config.stop else {}),
         )
 
     @torch.no_grad()
@@ -63,14 +90,35 @@ class HFSampler(Sampler):
         was_training = self.model.training
         self.model.eval()
         try:
-            out = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=self.generation_config)
+            extra = {"tokenizer": self.tokenizer} if self.config.stop else {}
+            out = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=self.generation_config,
+                                      **extra)
         finally:
             self.model.train(was_training)
         completion_ids = out[:, ids.shape[1]:]  # [N, T]
         completion_mask, truncated = completion_mask_from_eos(completion_ids, self.eos_ids)
+        if self.config.stop:
+            completion_mask, truncated = self._apply_stop(completion_ids, completion_mask, truncated)
         completion_ids = completion_ids.masked_fill(completion_mask == 0, self.tokenizer.pad_token_id)
         texts = self.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
         return Rollout(ids, mask, completion_ids, completion_mask, truncated, texts)
+
+    def _apply_stop(self, completion_ids: torch.Tensor, mask: torch.Tensor, truncated: torch.Tensor):
+        """Mask ``[N, T]`` and truncated flags ``[N]`` for rows that ended at a stop string: the mask ends
+        at the token completing it and the row is not truncated. (``generate`` pads a stopped row, and
+        when the pad token is also EOS, :func:`completion_mask_from_eos` would keep one pad.)"""
+        rows, ends, flags = completion_ids.tolist(), mask.sum(1).tolist(), truncated.tolist()
+        pad = self.tokenizer.pad_token_id
+        for i, row in enumerate(rows):
+            row = row[: ends[i]]
+            while row and row[-1] == pad:  # a stopped row is padded right after its last token
+                row.pop()
+            end = first_stop_end(self.tokenizer, row, self.config.stop)
+            if end is not None:
+                ends[i], flags[i] = end, False
+        positions = torch.arange(completion_ids.shape[1], device=mask.device)  # [T]
+        new_mask = (positions[None, :] < torch.tensor(ends, device=mask.device)[:, None]).long()  # [N, T]
+        return new_mask, torch.tensor(flags, dtype=torch.bool, device=truncated.device)
 
     def sync_weights(self, model: torch.nn.Module) -> float:
         """Nothing to copy: this sampler generates with the policy module itself."""

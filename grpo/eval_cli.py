@@ -1,0 +1,188 @@
+"""``grpo eval --benchmarks ...``: benchmark evaluation with test-time compute (pass@k, maj@k, best-of-N,
+thinking budgets), written to an output folder (see :mod:`grpo.benchmark_eval` and :mod:`grpo.eval_report`).
+
+    grpo eval [RECIPE.yaml] --model PATH_OR_NAME --benchmarks gsm8k,math500,aime24,amc23 --num_samples 16 \\
+        [--thinking_budgets 512,1024,2048] [--verifiers reward:format,rm:PATH,self] [--out_dir DIR]
+
+A recipe, when given, supplies the model, the prompt template and ``max_completion_length``; flags override it.
+Re-running with the same ``--out_dir`` resumes: problems already in ``samples.jsonl`` are not sampled again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from dataclasses import asdict, replace
+
+import torch
+
+from grpo.benchmark_eval import EvalSettings, run_benchmarks
+from grpo.benchmarks import load_benchmarks, resolve_benchmark
+from grpo.config import DataArguments, ModelArguments, PROMPT_TEMPLATES
+from grpo.eval_report import markdown_table, summarize, write_outputs
+
+SAMPLES_FILE, RUN_FILE = "samples.jsonl", "run.json"
+# Settings that may change when a run is resumed (the problems and budgets evaluated, the batching).
+NOT_IN_FINGERPRINT = ("batch_size", "seed", "budgets", "timeout_seconds", "benchmarks", "limit", "levels")
+TEMPLATE_FIELDS = ("prompt_template", "system_prompt", "instruction", "think_prefill")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _ints(text: str) -> list[int]:
+    return [int(t) for t in _csv(text)]
+
+
+def _bool(text: str) -> bool:
+    if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return text.lower() in ("true", "1", "yes")
+
+
+def _escaped(text: str) -> str:
+    """``\\n`` and ``\\t`` typed on a command line as the characters they stand for."""
+    return text.replace("\\n", "\n").replace("\\t", "\t")
+
+
+def _min_tokens(text: str) -> int | str:
+    return "budget" if text == "budget" else int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="grpo eval", description="Benchmark evaluation with test-time compute.",
+        epilog="Without --benchmarks, `grpo eval RECIPE.yaml --model PATH [--out FILE]` evaluates greedily on the "
+               "recipe's data set with the recipe's rewards.")
+    p.add_argument("recipe", nargs="?", help="optional recipe: default model, prompt template, max_completion_length")
+    p.add_argument("--model", help="model name, folder or hub id (default: the recipe's)")
+    p.add_argument("--benchmarks", type=_csv, required=True,
+                   help="comma-separated: gsm8k, math500, aime24, amc23, or .jsonl files")
+    p.add_argument("--num_samples", type=int, default=1, help="K completions per problem")
+    p.add_argument("--temperature", type=float, default=0.6, help="sampling temperature (R1: 0.6; 0 = greedy)")
+    p.add_argument("--top_p", type=float, default=0.95, help="nucleus sampling (R1: 0.95)")
+    p.add_argument("--top_k", type=int, default=0, help="top-k sampling (0 = off)")
+    p.add_argument("--max_completion_length", type=int, default=None,
+                   help="tokens per completion (default: recipe's, else 1024)")
+    p.add_argument("--limit", type=int, default=None, help="first N problems of each benchmark")
+    p.add_argument("--levels", type=_ints, default=None, help="MATH-500 levels to keep, e.g. 1,2")
+    p.add_argument("--data_dir", default=None,
+                   help="folder of local benchmark files (default: ../shared/data, else the hub)")
+    p.add_argument("--out_dir", default=None, help="output folder (default: outputs/eval/<model name>)")
+    p.add_argument("--overwrite", action="store_true", help="start over instead of resuming from out_dir")
+    g = p.add_argument_group("prompt template (as in training; default: the recipe's)")
+    g.add_argument("--prompt_template", choices=PROMPT_TEMPLATES, default=None)
+    g.add_argument("--system_prompt", default=None)
+    g.add_argument("--instruction", default=None)
+    g.add_argument("--think_prefill", type=_bool, nargs="?", const=True, default=None)
+    g = p.add_argument_group("thinking budgets")
+    g.add_argument("--thinking_budgets", type=_ints, default=None,
+                   help="sweep of thinking-token caps, e.g. 256,512,1024")
+    g.add_argument("--min_thinking_tokens", type=_min_tokens, default=0, help="s1 minimum (int, or 'budget')")
+    g.add_argument("--max_waits", type=int, default=None, help="most 'Wait' insertions per completion")
+    g.add_argument("--max_answer_tokens", type=int, default=None,
+                   help="answer cap after thinking (default: max_completion_length)")
+    g.add_argument("--wait_text", type=_escaped, default="Wait", help="replaces an early </think> (s1)")
+    g.add_argument("--close_text", type=_escaped, default="\n</think>\n", help="inserted at the cap (\\n for a newline)")
+    g = p.add_argument_group("verifiers and engine")
+    g.add_argument("--verifiers", type=_csv, default=[], help="best-of-N verifiers: reward:<name>, rm:<path>, self")
+    g.add_argument("--sampler", choices=("auto", "hf", "vllm"), default="auto", help="auto: vllm if installed, else hf")
+    g.add_argument("--batch_size", type=int, default=64, help="sequences (problems x K) per generate call")
+    g.add_argument("--dtype", choices=("auto", *DTYPES), default="auto",
+                   help="auto: bfloat16 on a GPU that has it, else float32")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--timeout_seconds", type=float, default=5.0, help="math-verify limit per comparison")
+    return p
+
+
+def resolve_configs(ns: argparse.Namespace) -> tuple[ModelArguments, DataArguments, int]:
+    """Model and data arguments and ``max_completion_length``: the recipe's (or the defaults), then the flags."""
+    if ns.recipe:
+        from grpo.config import parse_config
+
+        model_args, data_args, args = parse_config([ns.recipe])
+        max_len = args.max_completion_length
+    else:
+        model_args, data_args, max_len = ModelArguments(), DataArguments(), 1024
+    if ns.model:
+        model_args.model_name_or_path = ns.model
+    model_args.use_peft = False
+    overrides = {k: getattr(ns, k) for k in ("prompt_template", "system_prompt", "instruction", "think_prefill")
+                 if getattr(ns, k) is not None}
+    return model_args, replace(data_args, **overrides), ns.max_completion_length or max_len
+
+
+def settings_from(ns: argparse.Namespace, max_len: int) -> EvalSettings:
+    return EvalSettings(
+        num_samples=ns.num_samples, max_completion_length=max_len, temperature=ns.temperature, top_p=ns.top_p,
+        top_k=ns.top_k, budgets=tuple(ns.thinking_budgets or [None]), min_thinking_tokens=ns.min_thinking_tokens,
+        max_waits=ns.max_waits, max_answer_tokens=ns.max_answer_tokens, close_text=ns.close_text,
+        wait_text=ns.wait_text, batch_size=ns.batch_size, timeout_seconds=ns.timeout_seconds, seed=ns.seed)
+
+
+def prepare_out_dir(out_dir: str, run: dict, overwrite: bool) -> str:
+    """Create ``out_dir`` and write ``run.json`` (the run's settings); return the samples path. Resuming
+    needs the same settings but those in ``NOT_IN_FINGERPRINT``: raises ``ValueError`` naming the fields
+    that differ (unless ``overwrite``, which starts over)."""
+    os.makedirs(out_dir, exist_ok=True)
+    samples, run_path = os.path.join(out_dir, SAMPLES_FILE), os.path.join(out_dir, RUN_FILE)
+    if overwrite and os.path.exists(samples):
+        os.remove(samples)
+    if os.path.exists(samples) and os.path.exists(run_path):
+        with open(run_path) as f:
+            old = json.load(f)
+        changed = sorted(k for k in set(old) | set(run) if k not in NOT_IN_FINGERPRINT and old.get(k) != run.get(k))
+        if changed:
+            raise ValueError(f"{out_dir} holds a run with other settings ({', '.join(changed)}); "
+                             f"pass --overwrite or another --out_dir")
+    with open(run_path, "w") as f:
+        json.dump(run, f, indent=2)
+    return samples
+
+
+def _dtype(name: str) -> torch.dtype:
+    if name != "auto":
+        return DTYPES[name]
+    return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+
+
+def benchmark_main(argv: list[str]) -> int:
+    """Run ``grpo eval --benchmarks ...``; prints the Markdown table and the paths written."""
+    from grpo.model import load_policy, load_tokenizer
+    from grpo.samplers import build_sampler, resolve_sampler_name
+    from grpo.verifiers import build_verifier
+    from rewards import get_reward_funcs
+    from rewards.registry import REWARDS, reward_settings
+
+    ns = build_parser().parse_args(argv)
+    model_args, data_args, max_len = resolve_configs(ns)
+    settings = settings_from(ns, max_len)
+    benchmarks = [resolve_benchmark(b) for b in ns.benchmarks]
+    name = model_args.model_name_or_path
+    out_dir = ns.out_dir or os.path.join("outputs", "eval", re.sub(r"[^\w.-]+", "_", name.rstrip("/")).strip("_"))
+    run = {"model": name, "dtype": ns.dtype, "verifiers": ns.verifiers, "benchmarks": [b.name for b in benchmarks],
+           "limit": ns.limit, "levels": ns.levels, **{k: getattr(data_args, k) for k in TEMPLATE_FIELDS},
+           **asdict(settings)}
+    samples_path = prepare_out_dir(out_dir, run, ns.overwrite)
+    torch.manual_seed(settings.seed)
+    tokenizer = load_tokenizer(model_args)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = load_policy(model_args, _dtype(ns.dtype)).to(device).eval()
+    rows = load_benchmarks(ns.benchmarks, tokenizer, data_args, data_dir=ns.data_dir, limit=ns.limit, levels=ns.levels)
+    correctness = {}
+    for bench in benchmarks:
+        accepted = reward_settings(REWARDS[bench.reward])
+        kwargs = {"timeout_seconds": settings.timeout_seconds} if "timeout_seconds" in accepted else {}
+        correctness[bench.name] = get_reward_funcs([bench.reward], {bench.reward: kwargs})[0]
+    verifiers = {spec: build_verifier(spec, model=model, tokenizer=tokenizer) for spec in ns.verifiers}
+    sampler = build_sampler(resolve_sampler_name(ns.sampler), model, tokenizer, settings.sampling_config())
+    records = run_benchmarks(sampler, tokenizer, rows, correctness, verifiers, settings, samples_path)
+    paths = write_outputs(out_dir, records, run)
+    print(markdown_table(summarize(records)))
+    print(json.dumps({"samples": samples_path, **paths}), file=sys.stderr)
+    return 0

@@ -1,0 +1,161 @@
+"""Evaluation outputs: the summary of per-problem records, a Markdown table and PNG plots.
+
+``summarize`` gives one result per (benchmark, budget): the mean over verifiable problems of every
+per-problem metric (``pass@k``, ``maj@k``, ``bon@k/<verifier>``), plus length statistics pooled over all
+samples (see :func:`grpo.metrics.length_stats`) and thinking statistics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+from grpo.metrics import length_stats
+
+SUMMARY_FILE, TABLE_FILE = "summary.json", "summary.md"
+K_PLOT, BUDGET_PLOT = "accuracy_vs_k.png", "accuracy_vs_budget.png"
+_METRIC_RE = re.compile(r"^(pass|maj|bon)@(\d+)(?:/(.+))?$")
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def summarize_group(records: list[dict]) -> dict:
+    """One result from the records of one (benchmark, budget)."""
+    scored = [r for r in records if r["metrics"] is not None]
+    samples = [s for r in scored for s in r["samples"]]
+    result = {"benchmark": records[0]["benchmark"], "budget": records[0]["budget"], "num_problems": len(scored),
+              "num_unverifiable": len(records) - len(scored),
+              "num_samples": len(records[0]["samples"])}
+    keys = list(scored[0]["metrics"]) if scored else []
+    result.update({k: _mean([r["metrics"][k] for r in scored]) for k in keys})
+    if samples:
+        result.update(length_stats([s["tokens"] for s in samples], [float(s["correct"]) for s in samples],
+                                   [s["truncated"] for s in samples]))
+        result.update({"thinking_tokens/mean": _mean([s["thinking_tokens"] for s in samples]),
+                       "waits/mean": _mean([s["waits"] for s in samples]),
+                       "forced_close_frac": _mean([float(s["forced_close"]) for s in samples])})
+    return result
+
+
+def summarize(records: list[dict]) -> list[dict]:
+    """Results per (benchmark, budget), in the order of first appearance."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["benchmark"], r["budget"]), []).append(r)
+    return [summarize_group(g) for g in groups.values()]
+
+
+def _fmt(value, percent: bool = False) -> str:
+    if value is None:
+        return "-"
+    if percent:
+        return f"{100 * value:.1f}"
+    return f"{value:.0f}" if isinstance(value, (int, float)) else str(value)
+
+
+def markdown_table(results: list[dict]) -> str:
+    """A Markdown table: one row per (benchmark, budget); accuracies in percent at k = 1 and k = K, lengths in tokens."""
+    verifiers = sorted({m.group(3) for r in results for key in r if (m := _METRIC_RE.match(key)) and m.group(3)})
+    header = ["benchmark", "budget", "problems", "K", "pass@1", "pass@K", "maj@K", *[f"bon@K {v}" for v in verifiers],
+              "tokens", "tokens (correct)", "tokens (incorrect)", "thinking", "truncated %", "tokens / correct"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for r in results:
+        k = r["num_samples"]
+        cells = [r["benchmark"], _fmt(r["budget"]) if r["budget"] is not None else "none", str(r["num_problems"]), str(k),
+                 _fmt(r.get("pass@1"), True), _fmt(r.get(f"pass@{k}"), True), _fmt(r.get(f"maj@{k}"), True),
+                 *[_fmt(r.get(f"bon@{k}/{v}"), True) for v in verifiers],
+                 _fmt(r.get("completion_tokens/mean")), _fmt(r.get("completion_tokens/correct_mean")),
+                 _fmt(r.get("completion_tokens/incorrect_mean")), _fmt(r.get("thinking_tokens/mean")),
+                 _fmt(r.get("truncated_frac"), True), _fmt(r.get("tokens_per_correct"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def curves_against_k(result: dict) -> dict[str, list[tuple[int, float]]]:
+    """``{"pass@k": [(k, accuracy)], "maj@k": [...], "bon@k/<verifier>": [...]}`` of one result."""
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for key, value in result.items():
+        m = _METRIC_RE.match(key)
+        if m and value is not None:
+            name = f"{m.group(1)}@k" + (f"/{m.group(3)}" if m.group(3) else "")
+            curves.setdefault(name, []).append((int(m.group(2)), value))
+    return {name: sorted(points) for name, points in curves.items()}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_accuracy_vs_k(results: list[dict], path: str) -> None:
+    """A grid of panels, one row per budget and one column per benchmark: pass@k, maj@k and best-of-N
+    accuracy (%) against k (log2 axis)."""
+    plt = _pyplot()
+    names = list(dict.fromkeys(r["benchmark"] for r in results))
+    budgets = list(dict.fromkeys(r["budget"] for r in results))
+    fig, axes = plt.subplots(len(budgets), len(names), figsize=(4.5 * len(names), 3.6 * len(budgets)), squeeze=False)
+    for ax in axes.flat:
+        ax.set_visible(False)
+    for result in results:
+        ax = axes[budgets.index(result["budget"])][names.index(result["benchmark"])]
+        ax.set_visible(True)
+        for name, points in curves_against_k(result).items():
+            ax.plot([k for k, _ in points], [100 * a for _, a in points], marker="o", label=name)
+        ks = sorted({k for points in curves_against_k(result).values() for k, _ in points})
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.minorticks_off()
+        budget = "" if result["budget"] is None else f", budget {result['budget']}"
+        ax.set(title=f"{result['benchmark']}{budget}", xlabel="k (samples)", ylabel="accuracy (%)", ylim=(-3, 103))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_accuracy_vs_budget(results: list[dict], path: str) -> None:
+    """pass@1 (%) against the mean thinking tokens actually spent, one line per benchmark, one point per
+    budget (labelled with the budget)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for name in dict.fromkeys(r["benchmark"] for r in results):
+        points = sorted((r["thinking_tokens/mean"], 100 * r["pass@1"], r["budget"]) for r in results
+                        if r["benchmark"] == name and None not in (r.get("pass@1"), r.get("thinking_tokens/mean")))
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+        for x, y, budget in points:
+            ax.annotate("none" if budget is None else str(budget), (x, y), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+    xs = [r["thinking_tokens/mean"] for r in results if r.get("thinking_tokens/mean")]
+    if xs and max(xs) >= 4 * min(xs):
+        ax.set_xscale("log", base=2)
+    ax.set(xlabel="mean thinking tokens", ylabel="pass@1 (%)", title="accuracy against thinking budget", ylim=(-3, 103))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_outputs(out_dir: str, records: list[dict], settings: dict) -> dict[str, str]:
+    """Write ``summary.json`` (settings and results), ``summary.md`` and the PNG plots (the budget plot only
+    when a budget was set). Returns ``{kind: path}`` of the files written."""
+    results = summarize(records)
+    paths = {"summary": os.path.join(out_dir, SUMMARY_FILE), "table": os.path.join(out_dir, TABLE_FILE),
+             "k_plot": os.path.join(out_dir, K_PLOT)}
+    with open(paths["summary"], "w", encoding="utf-8") as f:
+        json.dump({"settings": settings, "results": results}, f, indent=2)
+    with open(paths["table"], "w", encoding="utf-8") as f:
+        f.write(markdown_table(results))
+    plot_accuracy_vs_k(results, paths["k_plot"])
+    if any(r["budget"] is not None for r in results):
+        paths["budget_plot"] = os.path.join(out_dir, BUDGET_PLOT)
+        plot_accuracy_vs_budget(results, paths["budget_plot"])
+    return paths
