@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from decimal import Decimal, InvalidOperation
 
 from . import timelimit
@@ -57,6 +58,23 @@ def prepare_gold(solution, timeout_seconds: float = 5.0) -> tuple[str, Decimal |
     return gold, gold_num
 
 
+# Two numbers joined by an arithmetic operator: "-6 + -9", "2 * 4", "3^2", "( -9 / 9 )". A bare
+# fraction ("1/2", "-3/4", "\\frac{1}{2}") is a value, not a calculation.
+_CALCULATION_RE = re.compile(r"\d\s*(?:[-+*×·÷^/]|\\times|\\cdot|\\div)\s*[-+(]*\s*\d")
+_BARE_FRACTION_RE = re.compile(r"[-+]?\d+\s*/\s*\d+")
+
+
+def unevaluated_arithmetic(answer: str) -> bool:
+    """True when ``answer`` is a calculation on numbers rather than its result.
+
+    math-verify evaluates ``-6 + -9`` to ``-15``, so a policy that copies the question into
+    ``<answer>`` would be scored correct: a reward hack a 135M model found within 20 GRPO steps.
+    When the gold answer is a plain number, such answers score 0.
+    """
+    answer = answer.strip()
+    return not _BARE_FRACTION_RE.fullmatch(answer) and bool(_CALCULATION_RE.search(answer))
+
+
 def score_answer(answer: str | None, gold: tuple[str, Decimal | None], timeout_seconds: float = 5.0) -> float:
     """Score one extracted answer against a gold answer from :func:`prepare_gold`.
 
@@ -74,6 +92,8 @@ def score_answer(answer: str | None, gold: tuple[str, Decimal | None], timeout_s
     answer_num = _number(answer)
     if gold_num is not None and answer_num is not None:
         return 1.0 if gold_num == answer_num else 0.0
+    if gold_num is not None and unevaluated_arithmetic(answer):
+        return 0.0
     return 1.0 if _worker_call("answers_match", (gold_text, answer), timeout_seconds) else 0.0
 
 
