@@ -24,7 +24,7 @@ from grpo.advantages import group_advantages, informative_groups
 from grpo.config import DataArguments, GRPOArguments, ModelArguments, config_dict, save_config
 from grpo.data import PromptSampler, build_prompt_dataset
 from grpo.logging import RunLogger, tracker_names
-from grpo.logprobs import completion_logprobs
+from grpo.logprobs import completion_logprobs, completion_logprobs_shared_prompts
 from grpo.loss import policy_loss
 from grpo.model import load_policy, load_reference, load_tokenizer
 from grpo.samplers import SamplingConfig, build_sampler
@@ -72,6 +72,11 @@ class GRPOTrainer:
         self.scheduler = get_scheduler(schedule, optimizer, num_warmup_steps=args.warmup_steps,
                                        num_training_steps=args.max_steps)
         self.policy, self.optimizer = self.accelerator.prepare(policy, optimizer)
+        # Each distinct prompt through the model once per micro-batch (its G completions share its KV cache):
+        # one process only (two forward calls per backward do not mix with DDP's hooks), and not with
+        # gradient checkpointing (which turns the cache off).
+        self.logprob_fn = (completion_logprobs_shared_prompts if self.accelerator.num_processes == 1
+                           and not model_args.gradient_checkpointing else completion_logprobs)
         self.sampler = build_sampler(args.sampler, self.unwrapped_policy, self.tokenizer, SamplingConfig(
             args.max_completion_length, args.temperature, args.top_p, args.top_k))
         self.prompts = PromptSampler(len(self.dataset), args.prompts_per_rollout, args.seed,
@@ -231,9 +236,9 @@ class GRPOTrainer:
         totals: dict[str, float] = {}
         for micro in minibatch.split(args.per_device_train_batch_size):
             with acc.accumulate(self.policy):
-                logprobs, entropy = completion_logprobs(
+                logprobs, entropy = self.logprob_fn(  # entropy: a detached metric unless the bonus is on
                     self.policy, micro.prompt_ids, micro.prompt_mask, micro.completion_ids, micro.completion_mask,
-                    args.temperature, with_entropy=True)
+                    args.temperature, with_entropy=True, entropy_grad=args.entropy_coef != 0)
                 loss, metrics = policy_loss(
                     logprobs, micro.old_logprobs, micro.advantages, micro.completion_mask,
                     loss_type=args.loss_type, epsilon_low=args.epsilon_low, epsilon_high=args.epsilon_high,
@@ -265,13 +270,12 @@ class GRPOTrainer:
     @torch.no_grad()
     def _logprobs_over(self, batch: TrainBatch, model) -> torch.Tensor:
         """Log-probs ``[N, T]`` of the whole batch under ``model`` (None = the LoRA policy with its adapter off)."""
-        parts = []
-        for start in range(0, len(batch), self.args.per_device_train_batch_size):
-            rows = slice(start, start + self.args.per_device_train_batch_size)
+        parts, width = [], batch.completion_ids.shape[1]
+        for chunk in batch.split(self.args.per_device_train_batch_size):  # trimmed: no all-padding columns
             with self._reference_context(model) as m:
-                lp, _ = completion_logprobs(m, batch.prompt_ids[rows], batch.prompt_mask[rows],
-                                            batch.completion_ids[rows], batch.completion_mask[rows], self.args.temperature)
-            parts.append(lp)
+                lp, _ = self.logprob_fn(m, chunk.prompt_ids, chunk.prompt_mask, chunk.completion_ids,
+                                        chunk.completion_mask, self.args.temperature)
+            parts.append(torch.nn.functional.pad(lp, (0, width - lp.shape[1])))  # [c, T]
         return stack_or_none(parts)
 
     @contextmanager

@@ -8,6 +8,7 @@ import torch
 from transformers import GenerationConfig
 
 from grpo.samplers.base import Sampler, SamplingConfig
+from grpo.samplers.decode import sample_groups
 from grpo.types import Rollout
 
 
@@ -83,6 +84,13 @@ class HFSampler(Sampler):
 
     @torch.no_grad()
     def generate(self, prompt_ids: list[list[int]], num_generations: int) -> Rollout:
+        """Each prompt prefilled once, its KV cache shared by its G completions, finished rows dropped
+        from the batch (``grpo.samplers.decode.sample_groups``); returns the sampler's log-probs too."""
+        return sample_groups(self.model, prompt_ids, num_generations, self.config, self.tokenizer, self.eos_ids)
+
+    @torch.no_grad()
+    def generate_with_transformers(self, prompt_ids: list[list[int]], num_generations: int) -> Rollout:
+        """The same contract through ``model.generate`` (the reference the fast path is tested against)."""
         repeated = [ids for ids in prompt_ids for _ in range(num_generations)]  # B*G prompts, groups consecutive
         device = next(self.model.parameters()).device
         ids, mask = left_pad(repeated, self.tokenizer.pad_token_id)  # [N, P], [N, P]
