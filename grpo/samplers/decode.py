@@ -115,7 +115,8 @@ def next_tokens(logits: Tensor, config: SamplingConfig, generator: torch.Generat
     return tokens, logprobs
 
 
-def _left_pad(sequences: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    """Left-pad token lists into ids ``[N, L]`` and an attention mask ``[N, L]`` (1 on real tokens)."""
     width = max(len(s) for s in sequences)
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(sequences), width), dtype=torch.long)
@@ -241,7 +242,7 @@ def sample_groups(
     stop = tuple(getattr(config, "stop", ()) or ())
     g, t_max = num_generations, config.max_completion_length
     device = next(model.parameters()).device
-    ids, mask = _left_pad(prompt_ids, pad_id)  # [B, P]
+    ids, mask = left_pad(prompt_ids, pad_id)  # [B, P]
     n = ids.shape[0] * g
     completion_ids = torch.full((n, t_max), pad_id, dtype=torch.long, device=device)  # [N, T]
     logprobs = torch.zeros((n, t_max), dtype=torch.float32, device=device)  # [N, T]

@@ -8,20 +8,8 @@ import torch
 from transformers import GenerationConfig
 
 from grpo.samplers.base import Sampler, SamplingConfig
-from grpo.samplers.decode import sample_groups
+from grpo.samplers.decode import left_pad, sample_groups
 from grpo.types import Rollout
-
-
-def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad token lists into ids ``[N, L]`` and an attention mask ``[N, L]`` (1 on real tokens)."""
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for i, seq in enumerate(sequences):
-        if seq:
-            ids[i, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
-            mask[i, width - len(seq):] = 1
-    return ids, mask
 
 
 def completion_mask_from_eos(completion_ids: torch.Tensor, eos_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
