@@ -63,8 +63,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=2, help="runs per trainer, alternating ours / trl")
     p.add_argument("--threads", type=int, default=1, help="torch / OpenMP threads in every run")
     p.add_argument("--which", default="ours,trl", help="comma-separated subset of ours,trl")
-    p.add_argument("--ours_sampler", choices=["decode", "hf"], default="decode",
-                   help="decode: grpo.samplers.decode.sample_groups; hf: HFSampler as configured")
     p.add_argument("--num_generations", type=int)
     p.add_argument("--per_device_train_batch_size", type=int)
     p.add_argument("--gradient_accumulation_steps", type=int)
@@ -129,7 +127,6 @@ def peak_rss_mb() -> float:
 def run_ours(args, output_dir: str) -> dict:
     import torch
 
-    from grpo.samplers.decode import sample_groups
     from grpo.trainer import GRPOTrainer
 
     trainer = GRPOTrainer(*grpo_configs(args, output_dir))
@@ -149,11 +146,7 @@ def run_ours(args, output_dir: str) -> dict:
 
     def timed_generate(prompt_ids, num_generations):
         start = time.perf_counter()
-        if args.ours_sampler == "decode":
-            rollout = sample_groups(sampler.model, prompt_ids, num_generations, sampler.config, sampler.tokenizer,
-                                    sampler.eos_ids)
-        else:
-            rollout = generate(prompt_ids, num_generations)
+        rollout = generate(prompt_ids, num_generations)
         samples.append({"start": start, "end": time.perf_counter(),
                         "completion_tokens": int(rollout.completion_mask.sum()),
                         "prompt_tokens": sum(len(p) for p in prompt_ids) * num_generations})
@@ -334,7 +327,7 @@ def main(argv=None) -> dict:
                       f"steps {', '.join(f'{t:.2f}' for t in run['step_times_s'])} s; "
                       f"peak RSS {run['peak_rss_mb']:.0f} MB", file=sys.stderr, flush=True)
     summary = {impl: aggregate(r) for impl, r in runs.items()}
-    settings = {k: getattr(args, k) for k in ("size", "model", "lora", "steps", "repeats", "threads", "ours_sampler",
+    settings = {k: getattr(args, k) for k in ("size", "model", "lora", "steps", "repeats", "threads",
                                                 "num_generations", "per_device_train_batch_size",
                                                 "gradient_accumulation_steps", "max_completion_length", "temperature",
                                                 "top_p", "top_k", "beta", "num_iterations", "learning_rate", "seed")}

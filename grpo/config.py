@@ -183,6 +183,12 @@ class GRPOArguments:
     logging_steps: int = _help("Write metrics every N optimizer steps.", default=1)
     num_completions_to_log: int = _help("Completions per step written to completions.jsonl and the W&B table.", default=4)
     disable_tqdm: bool = _help("Hide the console progress bar.", default=False)
+    # evaluation during training
+    eval_steps: int = _help("Evaluate on held-out benchmark slices every N optimizer steps (0 = never).", default=0)
+    eval_benchmarks: list[str] = _help("Benchmarks (grpo/benchmarks.py registry or .jsonl paths) for eval_steps.",
+                                       default_factory=lambda: ["gsm8k"])
+    eval_limit: int = _help("Problems per benchmark in evaluation during training.", default=50)
+    eval_num_samples: int = _help("Completions per problem in evaluation during training (pass@1, maj@k).", default=4)
     # checkpoints
     save_steps: int = _help("Checkpoint every N optimizer steps (0 = only at the end).", default=0)
     save_total_limit: int | None = _help("Keep at most this many checkpoints (oldest removed first).", default=2)

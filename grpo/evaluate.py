@@ -21,7 +21,7 @@ import time
 import torch
 
 from grpo.config import parse_config
-from grpo.data import build_prompt_dataset
+from grpo.data import build_prompt_dataset, heldout_rows, trained_problems
 from grpo.model import load_policy, load_tokenizer
 from grpo.samplers import Sampler, SamplingConfig, build_sampler
 from grpo.scoring import build_reward_funcs, reward_name, score_completions
@@ -81,6 +81,9 @@ def eval_main(argv: list[str]) -> int:
     parser.add_argument("--out", default=None, help="JSONL of per-problem results")
     parser.add_argument("--eval_temperature", type=float, default=0.0, help="0 = greedy")
     parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--heldout_from", default=None,
+                        help="a training run's output_dir: leave out every problem that run trained on, and repeats")
+    parser.add_argument("--limit", type=int, default=None, help="at most this many problems")
     ns, rest = parser.parse_known_args(argv)
     model_args, data_args, args = parse_config(rest)
     if ns.model:
@@ -88,6 +91,9 @@ def eval_main(argv: list[str]) -> int:
     tokenizer = load_tokenizer(model_args)
     model = load_policy(model_args).to("cuda" if torch.cuda.is_available() else "cpu")
     rows = build_prompt_dataset(data_args, tokenizer).rows
+    if ns.heldout_from:
+        rows = heldout_rows(rows, trained_problems(ns.heldout_from), ns.limit)
+    rows = rows[:ns.limit]
     funcs = build_reward_funcs(data_args, args)
     summary, records = evaluate(model, tokenizer, rows, funcs, max_completion_length=args.max_completion_length,
                                 temperature=ns.eval_temperature, batch_size=ns.batch_size)

@@ -39,13 +39,13 @@ class RunLogger:
         self.progress.update(step - self.progress.n)
         if not self.main:
             return
-        record = {"step": step, **metrics}
+        record = {"step": step, **{k: (None if isinstance(v, float) and v != v else v) for k, v in metrics.items()}}
         _append_jsonl(self.metrics_path, [record])
         _append_jsonl(self.completions_path, [{"step": step, **s} for s in samples])
         self.progress.set_postfix(reward=_fmt(metrics.get("reward")), len=_fmt(metrics.get("completion_length/mean")))
         if not self.trackers:
             return
-        self.accelerator.log({k: v for k, v in metrics.items() if v is not None}, step=step)
+        self.accelerator.log({k: v for k, v in record.items() if v is not None and k != "step"}, step=step)
         if "wandb" in self.trackers:
             import wandb
 

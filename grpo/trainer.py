@@ -107,7 +107,8 @@ class GRPOTrainer:
             batch = self.make_batch(rollout, advantages)                  # old and reference log-probs
             update = self.update(batch)                                   # mu x steps_per_generation steps
             self.sync_sampler()                                           # new weights to the sampler
-            self.log(rows, rollout, per_func, rewards, advantages, update, time.perf_counter() - start)
+            evaluation = self.evaluate()                                  # held-out slices, every eval_steps
+            self.log(rows, rollout, per_func, rewards, advantages, update, time.perf_counter() - start, evaluation)
             if args.save_steps and self.global_step % args.save_steps == 0:
                 self.save_checkpoint()
         if not (args.save_steps and self.global_step % args.save_steps == 0):
@@ -309,7 +310,24 @@ class GRPOTrainer:
                                 args.run_name or os.path.basename(os.path.abspath(args.output_dir)), config,
                                 args.max_steps, self.global_step, args.disable_tqdm)
 
-    def log(self, rows, rollout: Rollout, per_func, rewards, advantages, update: list[dict], step_time: float) -> None:
+    def evaluate(self) -> dict[str, float]:
+        """``eval/<benchmark>/...`` metrics on the held-out slices when ``eval_steps`` divides the step (main process)."""
+        args = self.args
+        if not args.eval_steps or self.global_step % args.eval_steps or not self.accelerator.is_main_process:
+            return {}
+        from grpo.benchmarks import load_benchmarks
+        from grpo.evaluate import evaluate_during_training
+
+        if not hasattr(self, "eval_rows"):
+            self.eval_rows = load_benchmarks(args.eval_benchmarks, self.tokenizer, self.data_args, limit=args.eval_limit)
+        with self.timer("eval"):
+            return evaluate_during_training(
+                self.unwrapped_policy, self.tokenizer, self.eval_rows, self.reward_funcs,
+                num_samples=args.eval_num_samples, max_completion_length=args.max_completion_length,
+                sampler=self.sampler, seed=args.seed)
+
+    def log(self, rows, rollout: Rollout, per_func, rewards, advantages, update: list[dict], step_time: float,
+            evaluation: dict[str, float]) -> None:
         """Gather the rollout from every process, compute its metrics and write them (main process)."""
         acc, g = self.accelerator, self.args.num_generations
         lengths = rollout.completion_mask.sum(1)  # [N] tokens
@@ -326,6 +344,7 @@ class GRPOTrainer:
             "sync_time_s": self.sync_time,
             "num_prompts_dropped": self.dataset.num_dropped,
             **self.sampling_stats,
+            **evaluation,
             **{f"time/{k}_s": v for k, v in self.timings.items()},
         })
         if self.global_step % self.args.logging_steps:

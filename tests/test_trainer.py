@@ -221,3 +221,16 @@ def test_trained_problems_replays_exactly_what_training_drew(tmp_path):
     kept = heldout_rows(rows, set(drawn), limit=5)
     assert len(kept) == 5 and not {r["problem"] for r in kept} & set(drawn)
     assert len({r["problem"] for r in kept}) == 5  # repeats dropped too
+
+
+def test_evaluation_during_training_is_logged(tmp_path):
+    bench = tmp_path / "mini.jsonl"
+    bench.write_text('{"question": "What is 2 + 2?", "answer": "4"}\n{"question": "What is 3 + 4?", "answer": "7"}\n')
+    trainer = make_trainer(tmp_path / "run", "--max_steps", "2", "--eval_steps", "2", "--eval_benchmarks", str(bench),
+                           "--eval_limit", "2", "--eval_num_samples", "2")
+    trainer.train()
+    first, second = read_metrics(tmp_path / "run")
+    assert not any(k.startswith("eval/") for k in first)  # step 1: not an eval step
+    evals = {k: v for k, v in second.items() if k.startswith("eval/")}
+    assert {k.rsplit("/", 1)[1] for k in evals} >= {"pass@1", "pass@2", "maj@2", "completion_length"}
+    assert all(v is None or 0.0 <= v <= 16 for v in evals.values())
