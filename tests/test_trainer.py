@@ -234,3 +234,12 @@ def test_evaluation_during_training_is_logged(tmp_path):
     evals = {k: v for k, v in second.items() if k.startswith("eval/")}
     assert {k.rsplit("/", 1)[1] for k in evals} >= {"pass@1", "pass@2", "maj@2", "completion_length"}
     assert all(v is None or 0.0 <= v <= 16 for v in evals.values())
+
+
+def test_tensorboard_tracker_writes_events(tmp_path):
+    trainer = make_trainer(tmp_path, "--max_steps", "1", "--report_to", "tensorboard")
+    trainer.train()
+    events = [f for _, _, files in os.walk(tmp_path) for f in files if f.startswith("events.out.tfevents")]
+    assert events, "no TensorBoard event file"
+    with open(tmp_path / "config.yaml") as f:
+        assert "report_to:\n  - tensorboard" in f.read()
