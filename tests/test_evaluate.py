@@ -81,7 +81,7 @@ def test_first_stop_end(tokenizer):
 def test_hf_sampler_stops_at_a_stop_string_and_is_unchanged_without_one(tiny_model, tokenizer):
     prompts = [encode(tokenizer, "hello there"), encode(tokenizer, "2+2=")]
     plain = build_sampler("hf", tiny_model, tokenizer, SamplingConfig(max_completion_length=10, temperature=1.0))
-    assert plain.generation_config.stop_strings is None  # no stop: the generation config is as before
+    assert plain.config.stop == ()  # no stop strings: rows end at EOS or the length cap only
     torch.manual_seed(0)
     free = plain.generate(prompts, 1)
     ids0 = free.completion_ids[0].tolist()

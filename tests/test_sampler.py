@@ -34,10 +34,12 @@ def test_hf_sampler_groups_and_flags(tiny_model, tokenizer):
 
 
 def test_greedy_is_deterministic_and_model_defaults_do_not_leak(tiny_model, tokenizer):
-    tiny_model.generation_config.top_k = 1  # must be ignored: the sampler builds its own GenerationConfig
+    tiny_model.generation_config.top_k = 1  # must be ignored: only SamplingConfig decides how to sample
     try:
         sampler = build_sampler("hf", tiny_model, tokenizer, SamplingConfig(max_completion_length=5, temperature=1.0))
-        assert sampler.generation_config.top_k is None and sampler.generation_config.do_sample
+        torch.manual_seed(0)
+        texts = sampler.generate([tokenizer("abc")["input_ids"]], 8).completions
+        assert len(set(texts)) > 1  # with the model's top_k=1 every completion would be the greedy one
     finally:
         tiny_model.generation_config.top_k = None
     greedy = build_sampler("hf", tiny_model, tokenizer, SamplingConfig(max_completion_length=5, temperature=0.0))
