@@ -1,10 +1,18 @@
-"""Checkpoints: written atomically, found by step, restored exactly.
+"""Checkpoints: written atomically, found by step, restored exactly, with one process or several.
 
 A checkpoint is a folder ``checkpoint-<step>`` holding ``model/`` (``save_pretrained``: the adapter
-for LoRA, the full weights otherwise, with the tokenizer), ``optimizer.pt``, ``scheduler.pt``,
-``rng.pt`` (python, numpy, torch and CUDA generator states), ``trainer_state.json`` (step and data
-position) and ``config.yaml`` (the resolved run configuration). It is written into a hidden
-temporary folder and renamed into place, so a crash never leaves a half-written checkpoint.
+for LoRA, the full weights otherwise, with the tokenizer; under ZeRO-3 gathered from every process),
+the optimizer state (``optimizer.pt``; under DeepSpeed instead ``deepspeed/``, DeepSpeed's own
+checkpoint with one optimizer partition per process), ``scheduler.pt``, ``rng.pt`` (python, numpy,
+torch and CUDA generator states; ``rng-<rank>.pt`` for the other processes), ``trainer_state.json``
+(step, data position, number of processes, ZeRO stage) and ``config.yaml`` (the resolved run
+configuration). Every process writes into one hidden temporary folder; after a barrier the main
+process renames it into place, so a crash never leaves a half-written checkpoint.
+
+``model/`` alone restores the weights anywhere (one process, ``grpo export``). The optimizer state is
+restored when the run has the layout it was saved with (same number of processes and ZeRO stage, or
+no DeepSpeed on both sides); otherwise the weights are restored and the AdamW moments start from zero,
+with a warning.
 """
 
 from __future__ import annotations
@@ -16,6 +24,8 @@ import re
 import shutil
 import tempfile
 from typing import Any
+
+import warnings
 
 import numpy as np
 import torch
@@ -64,7 +74,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(output_dir: str, step: int, write_files, keep: int | None = None) -> str:
-    """Write ``checkpoint-<step>`` atomically and rotate old ones.
+    """Write ``checkpoint-<step>`` atomically and rotate old ones (one writer).
 
     Args:
         write_files: ``write_files(folder)`` writes the checkpoint's contents into ``folder``.
@@ -72,20 +82,31 @@ def save_checkpoint(output_dir: str, step: int, write_files, keep: int | None = 
     Returns the checkpoint's path. A failure inside ``write_files`` removes the temporary folder and
     leaves earlier checkpoints untouched.
     """
-    os.makedirs(output_dir, exist_ok=True)
-    final = os.path.join(output_dir, f"checkpoint-{step}")
-    tmp = tempfile.mkdtemp(prefix=f".tmp-checkpoint-{step}-", dir=output_dir)
+    tmp = new_temp_folder(output_dir, step)
     try:
         write_files(tmp)
-        if os.path.exists(final):  # re-saving the same step: move the old one aside first
-            old = tempfile.mkdtemp(prefix=f".old-checkpoint-{step}-", dir=output_dir)
-            os.replace(final, os.path.join(old, "c"))
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        return publish(tmp, output_dir, step, keep)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def new_temp_folder(output_dir: str, step: int) -> str:
+    """A fresh hidden folder in ``output_dir`` to write checkpoint ``step`` into before :func:`publish`."""
+    os.makedirs(output_dir, exist_ok=True)
+    return tempfile.mkdtemp(prefix=f".tmp-checkpoint-{step}-", dir=output_dir)
+
+
+def publish(tmp: str, output_dir: str, step: int, keep: int | None = None) -> str:
+    """Rename the finished ``tmp`` folder to ``checkpoint-<step>`` (replacing one of the same step) and keep
+    at most ``keep`` checkpoints (oldest removed first). Returns the checkpoint's path."""
+    final = os.path.join(output_dir, f"checkpoint-{step}")
+    if os.path.exists(final):  # re-saving the same step: move the old one aside first
+        old = tempfile.mkdtemp(prefix=f".old-checkpoint-{step}-", dir=output_dir)
+        os.replace(final, os.path.join(old, "c"))
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
     if keep is not None:
         for stale in list_checkpoints(output_dir)[:-keep]:
             shutil.rmtree(stale, ignore_errors=True)
@@ -100,3 +121,76 @@ def write_trainer_state(folder: str, state: dict[str, Any]) -> None:
 def read_trainer_state(folder: str) -> dict[str, Any]:
     with open(os.path.join(folder, "trainer_state.json")) as f:
         return json.load(f)
+
+
+DEEPSPEED_TAG = "deepspeed"  # sub-folder of DeepSpeed's own checkpoint (optimizer partitions)
+
+
+def rng_file(rank: int) -> str:
+    return "rng.pt" if rank == 0 else f"rng-{rank}.pt"
+
+
+def save_training_checkpoint(accelerator, policy, optimizer, scheduler, tokenizer, configs: tuple,
+                             state: dict[str, Any], output_dir: str, keep: int | None) -> str:
+    """Write ``checkpoint-<state['global_step']>``; every process must call it (module docstring: layout).
+
+    ``policy``/``optimizer`` are the prepared objects (a DeepSpeed engine and its optimizer under
+    DeepSpeed); ``configs`` the three config dataclasses. Returns the checkpoint's path.
+    """
+    from accelerate.utils import broadcast_object_list
+
+    from grpo.config import save_config
+    from grpo.distributed import is_deepspeed, zero_stage
+
+    stage, main = zero_stage(accelerator), accelerator.is_main_process
+    state = {**state, "num_processes": accelerator.num_processes, "zero_stage": stage}
+    state_dict = accelerator.get_state_dict(policy)  # a collective under ZeRO-3: full weights on the main process
+    tmp = new_temp_folder(output_dir, state["global_step"]) if main else None
+    tmp = broadcast_object_list([tmp])[0] if accelerator.num_processes > 1 else tmp
+    try:
+        if is_deepspeed(accelerator):
+            policy.save_checkpoint(tmp, tag=DEEPSPEED_TAG, save_latest=False, exclude_frozen_parameters=True)
+        torch.save(rng_state(), os.path.join(tmp, rng_file(accelerator.process_index)))
+        if main:
+            model_dir = os.path.join(tmp, "model")
+            accelerator.unwrap_model(policy).save_pretrained(model_dir, state_dict=state_dict)
+            tokenizer.save_pretrained(model_dir)
+            if not is_deepspeed(accelerator):
+                torch.save(optimizer.state_dict(), os.path.join(tmp, "optimizer.pt"))
+            torch.save(scheduler.state_dict(), os.path.join(tmp, "scheduler.pt"))
+            save_config(os.path.join(tmp, "config.yaml"), *configs)
+            write_trainer_state(tmp, state)
+    except BaseException:
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    accelerator.wait_for_everyone()  # every process has written its part
+    final = publish(tmp, output_dir, state["global_step"], keep) if main else \
+        os.path.join(output_dir, f"checkpoint-{state['global_step']}")
+    accelerator.wait_for_everyone()  # nobody reads or rotates before the rename
+    return final
+
+
+def load_training_state(accelerator, policy, optimizer, scheduler, folder: str) -> dict[str, Any]:
+    """Restore optimizer, scheduler and RNG states of ``folder`` into the prepared objects; returns its
+    trainer state. The weights are loaded before ``prepare`` (:func:`grpo.export.load_weights_into`).
+    Warns (optimizer reset) when the run's layout differs from the checkpoint's (module docstring)."""
+    from grpo.distributed import is_deepspeed, zero_stage
+
+    state = read_trainer_state(folder)
+    saved = (int(state.get("num_processes", 1)), int(state.get("zero_stage", 0)))
+    now = (accelerator.num_processes, zero_stage(accelerator))
+    deepspeed_dir = os.path.join(folder, DEEPSPEED_TAG)
+    if is_deepspeed(accelerator) and saved == now and os.path.isdir(deepspeed_dir):
+        policy.load_checkpoint(folder, tag=DEEPSPEED_TAG, load_module_strict=False, load_optimizer_states=True,
+                               load_lr_scheduler_states=False)
+    elif not is_deepspeed(accelerator) and os.path.isfile(os.path.join(folder, "optimizer.pt")):
+        optimizer.load_state_dict(torch.load(os.path.join(folder, "optimizer.pt"), weights_only=False))
+    else:
+        warnings.warn(f"{folder} was saved with {saved[0]} process(es) at ZeRO stage {saved[1]} and this run has "
+                      f"{now[0]} at stage {now[1]}: the weights are restored, the optimizer state starts from zero",
+                      stacklevel=2)
+    scheduler.load_state_dict(torch.load(os.path.join(folder, "scheduler.pt"), weights_only=False))
+    own = os.path.join(folder, rng_file(accelerator.process_index))
+    set_rng_state(torch.load(own if os.path.isfile(own) else os.path.join(folder, "rng.pt"), weights_only=False))
+    return state

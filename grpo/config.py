@@ -149,7 +149,7 @@ class GRPOArguments:
     )
     num_iterations: int = _help("mu: passes over each generation batch (1 = on-policy, no old log-probs needed).", default=1)
     # sampling
-    sampler: str = _help("`hf` (transformers generate) or `vllm`.", default="hf")
+    sampler: str = _help("`hf` (transformers generate), `vllm`, or `replay` (fixed completions per prompt, for tests).", default="hf")
     max_completion_length: int = _help("Most tokens sampled per completion.", default=256)
     temperature: float = _help("Sampling temperature (log-probs for the loss use the same temperature).", default=1.0)
     top_p: float = _help("Nucleus sampling threshold (1.0 = off).", default=1.0)
@@ -203,7 +203,7 @@ class GRPOArguments:
         _check_choice("kl_estimator", self.kl_estimator, KL_ESTIMATORS)
         _check_choice("lr_scheduler_type", self.lr_scheduler_type, ("constant", "cosine"))
         _check_choice("mixed_precision", self.mixed_precision, ("auto", "no", "bf16", "fp16"))
-        _check_choice("sampler", self.sampler, ("hf", "vllm"))
+        _check_choice("sampler", self.sampler, ("hf", "vllm", "replay"))
         for tracker in self.report_to:
             _check_choice("report_to", tracker, REPORT_TO)
         for name in ("max_steps", "num_generations", "per_device_train_batch_size", "gradient_accumulation_steps",

@@ -14,7 +14,6 @@ import warnings
 from contextlib import contextmanager
 
 import torch
-from accelerate import Accelerator
 from accelerate.utils import gather_object, set_seed
 from transformers import get_scheduler
 
@@ -23,6 +22,8 @@ from grpo import checkpoint as ckpt
 from grpo.advantages import group_advantages, informative_groups
 from grpo.config import DataArguments, GRPOArguments, ModelArguments, config_dict, save_config
 from grpo.data import PromptSampler, build_prompt_dataset
+from grpo.distributed import build_accelerator, gathered_params, is_deepspeed, whole_models
+from grpo.export import load_weights_into
 from grpo.logging import RunLogger, tracker_names
 from grpo.logprobs import completion_logprobs, completion_logprobs_shared_prompts
 from grpo.loss import policy_loss
@@ -45,17 +46,17 @@ class GRPOTrainer:
 
     def __init__(self, model_args: ModelArguments, data_args: DataArguments, args: GRPOArguments):
         self.model_args, self.data_args, self.args = model_args, data_args, args
-        self.accelerator = Accelerator(
-            gradient_accumulation_steps=args.gradient_accumulation_steps,
-            mixed_precision=resolve_mixed_precision(args.mixed_precision),
-            log_with=tracker_names(args.report_to) or None,
-            project_dir=args.output_dir,
-        )
+        self.accelerator = build_accelerator(args, resolve_mixed_precision(args.mixed_precision),
+                                             tracker_names(args.report_to) or None)
         set_seed(args.seed)
         self.tokenizer = load_tokenizer(model_args)
         self.dataset = build_prompt_dataset(data_args, self.tokenizer)
-        policy = load_policy(model_args)
-        self.ref_model = load_reference(policy, model_args, args.beta)
+        resume = ckpt.resolve_checkpoint(args.resume_from_checkpoint, args.output_dir) if args.resume_from_checkpoint else None
+        with whole_models(self.accelerator):  # ZeRO-3: prepare partitions the policy; the reference stays whole
+            policy = load_policy(model_args)
+            self.ref_model = load_reference(policy, model_args, args.beta)
+            if resume:  # weights before prepare, so DeepSpeed partitions the restored ones
+                load_weights_into(policy, os.path.join(resume, "model"))
         if self.ref_model is not None:
             self.ref_model.to(self.accelerator.device)
         self.reward_funcs = build_reward_funcs(data_args, args)
@@ -73,18 +74,19 @@ class GRPOTrainer:
                                        num_training_steps=args.max_steps)
         self.policy, self.optimizer = self.accelerator.prepare(policy, optimizer)
         # Each distinct prompt through the model once per micro-batch (its G completions share its KV cache):
-        # one process only (two forward calls per backward do not mix with DDP's hooks), and not with
+        # one process only (two forward calls per backward do not mix with DDP's or DeepSpeed's hooks), and not with
         # gradient checkpointing (which turns the cache off).
         self.logprob_fn = (completion_logprobs_shared_prompts if self.accelerator.num_processes == 1
-                           and not model_args.gradient_checkpointing else completion_logprobs)
+                           and not model_args.gradient_checkpointing and not is_deepspeed(self.accelerator)
+                           else completion_logprobs)
         self.sampler = build_sampler(args.sampler, self.unwrapped_policy, self.tokenizer, SamplingConfig(
             args.max_completion_length, args.temperature, args.top_p, args.top_k))
         self.prompts = PromptSampler(len(self.dataset), args.prompts_per_rollout, args.seed,
                                      self.accelerator.num_processes, self.accelerator.process_index)
         self.global_step = 0
         self.timings: dict[str, float] = {}
-        if args.resume_from_checkpoint:
-            self.load_checkpoint(ckpt.resolve_checkpoint(args.resume_from_checkpoint, args.output_dir))
+        if resume:
+            self.load_checkpoint(resume)
         self._start_output()
 
     def _check_think_prefill(self) -> None:
@@ -163,7 +165,7 @@ class GRPOTrainer:
 
     def generate(self, rows: list[dict]) -> Rollout:
         """G completions per prompt from the sampler."""
-        with self.timer("sample"):
+        with self.timer("sample"), gathered_params(self.policy, self.accelerator):  # ZeRO-3: whole weights
             return self.sampler.generate([r["prompt_ids"] for r in rows], self.args.num_generations)
 
     def score(self, rows: list[dict], rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor]:
@@ -261,7 +263,8 @@ class GRPOTrainer:
     def _clip_and_step(self) -> float:
         params = [p for p in self.policy.parameters() if p.requires_grad]
         max_norm = self.args.max_grad_norm if self.args.max_grad_norm > 0 else float("inf")
-        grad_norm = float(self.accelerator.clip_grad_norm_(params, max_norm))
+        grad_norm = self.accelerator.clip_grad_norm_(params, max_norm)  # DeepSpeed: clipped in backward, norm read
+        grad_norm = float("nan") if grad_norm is None else float(grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -339,6 +342,7 @@ class GRPOTrainer:
         sampled_tokens = float(gathered[2].sum())
         record.update({
             "lr": self.scheduler.get_last_lr()[0],
+            "num_processes": acc.num_processes,
             "sample_tokens_per_s": sampled_tokens / max(self.timings.get("sample", 0.0) * acc.num_processes, 1e-9),
             "step_time_s": step_time,
             "sync_time_s": self.sync_time,
@@ -356,34 +360,16 @@ class GRPOTrainer:
                    for i in range(n)]
         self.logger.log(self.global_step, record, gathered[2].tolist(), samples)
 
-    def save_checkpoint(self) -> str | None:
-        """Write ``checkpoint-<global_step>`` (main process) atomically; returns its path."""
-        self.accelerator.wait_for_everyone()
-        if not self.accelerator.is_main_process:
-            return None
-        state = {"global_step": self.global_step, "batches_drawn": self.prompts.batches_drawn,
-                 "num_processes": self.accelerator.num_processes}
-
-        def write(folder: str) -> None:
-            self.unwrapped_policy.save_pretrained(os.path.join(folder, "model"))
-            self.tokenizer.save_pretrained(os.path.join(folder, "model"))
-            torch.save(self.optimizer.state_dict(), os.path.join(folder, "optimizer.pt"))
-            torch.save(self.scheduler.state_dict(), os.path.join(folder, "scheduler.pt"))
-            torch.save(ckpt.rng_state(), os.path.join(folder, "rng.pt"))
-            save_config(os.path.join(folder, "config.yaml"), self.model_args, self.data_args, self.args)
-            ckpt.write_trainer_state(folder, state)
-
-        return ckpt.save_checkpoint(self.args.output_dir, self.global_step, write, self.args.save_total_limit)
+    def save_checkpoint(self) -> str:
+        """Write ``checkpoint-<global_step>`` atomically (every process takes part); returns its path."""
+        state = {"global_step": self.global_step, "batches_drawn": self.prompts.batches_drawn}
+        return ckpt.save_training_checkpoint(
+            self.accelerator, self.policy, self.optimizer, self.scheduler, self.tokenizer,
+            (self.model_args, self.data_args, self.args), state, self.args.output_dir, self.args.save_total_limit)
 
     def load_checkpoint(self, folder: str) -> None:
-        """Restore weights (or adapter), optimizer, scheduler, RNG states, step and data position."""
-        from grpo.export import load_weights_into
-
-        load_weights_into(self.unwrapped_policy, os.path.join(folder, "model"))
-        self.optimizer.load_state_dict(torch.load(os.path.join(folder, "optimizer.pt"), weights_only=False))
-        self.scheduler.load_state_dict(torch.load(os.path.join(folder, "scheduler.pt"), weights_only=False))
-        ckpt.set_rng_state(torch.load(os.path.join(folder, "rng.pt"), weights_only=False))
-        state = ckpt.read_trainer_state(folder)
+        """Restore optimizer, scheduler, RNG states, step and data position (weights: before ``prepare``)."""
+        state = ckpt.load_training_state(self.accelerator, self.policy, self.optimizer, self.scheduler, folder)
         self.global_step = state["global_step"]
         self.prompts.batches_drawn = state["batches_drawn"]
 

@@ -58,7 +58,8 @@ class Sampler(ABC):
         """Make the sampler sample from ``model``'s current weights; returns the seconds it took."""
 
 
-SAMPLERS = {"hf": "grpo.samplers.hf:HFSampler", "vllm": "grpo.samplers.vllm:VLLMSampler"}
+SAMPLERS = {"hf": "grpo.samplers.hf:HFSampler", "vllm": "grpo.samplers.vllm:VLLMSampler",
+            "replay": "grpo.samplers.replay:ReplaySampler"}  # replay: fixed completions, for tests
 
 
 def resolve_sampler_name(name: str = "auto") -> str:
