@@ -257,8 +257,11 @@ class GRPOTrainer:
                 totals["_tokens"] = totals.get("_tokens", 0.0) + tokens
                 if acc.sync_gradients:
                     totals["grad_norm"] = self._clip_and_step()
+        grad_norm, keys = totals.pop("grad_norm"), sorted(totals)  # the rest: sums over this process's micro-batches
+        summed = acc.reduce(torch.tensor([totals[k] for k in keys], dtype=torch.float64, device=acc.device), "sum")
+        totals = dict(zip(keys, summed.tolist()))  # sums over all processes
         tokens = max(totals.pop("_tokens"), 1.0)
-        return {k: (v if k in ("loss", "grad_norm") else v / tokens) for k, v in totals.items()}
+        return {"grad_norm": grad_norm, **{k: (v if k == "loss" else v / tokens) for k, v in totals.items()}}
 
     def _clip_and_step(self) -> float:
         params = [p for p in self.policy.parameters() if p.requires_grad]

@@ -1,0 +1,150 @@
+"""Several processes, DDP and DeepSpeed ZeRO on CPU (gloo): runs finish with world size 2, one optimizer
+step on 2 processes equals the step on 1 process with the same global batch (fixed completions from the
+replay sampler), ZeRO-3 checkpoints resume in 2 processes and export in 1.
+
+The 2-process runs are spawned with ``accelerate launch`` (about 20-40 s each on 2 shared cores; the first
+DeepSpeed run of a machine also compiles a communication op, ~40 s, cached in ~/.cache/grpo/torch_extensions).
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from grpo.config import GRPOArguments, parse_config
+from grpo.distributed import configure_deepspeed
+from grpo.model import TINY, resolve_model_path
+from grpo.samplers.replay import ReplaySampler, replay_text
+from grpo.samplers.base import SamplingConfig
+from grpo.trainer import GRPOTrainer
+from tests.conftest import ROOT, SMOKE_RECIPE
+
+CONFIGS = os.path.join(ROOT, "accelerate_configs")
+# One optimizer step on fixed completions. adam_epsilon = 1 makes the first AdamW update ~ lr * g / (|g| + 1),
+# i.e. sensitive to the gradient's scale (with a small epsilon it is ~ lr * sign(g), blind to a wrong scale);
+# max_grad_norm 10 keeps clipping on but inactive (the gradient norm is ~2), for the same reason.
+STEP_FLAGS = ["--sampler", "replay", "--max_steps", "1", "--num_generations", "4", "--max_completion_length", "32",
+              "--reward_funcs", "format", "repetition", "--loss_type", "dapo", "--beta", "0.04",
+              "--learning_rate", "1.0", "--adam_epsilon", "1.0", "--max_grad_norm", "10",
+              "--per_device_train_batch_size", "4"]
+# The same global batch: 4 prompts x 4 completions per optimizer step.
+ONE_PROCESS = ["--gradient_accumulation_steps", "4"]
+TWO_PROCESSES = ["--gradient_accumulation_steps", "2"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(config: str, output_dir, *flags, processes: int = 2, timeout: int = 600) -> subprocess.CompletedProcess:
+    """``accelerate launch --config_file accelerate_configs/<config>.yaml scripts/train.py`` on the tiny recipe."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT, "TOKENIZERS_PARALLELISM": "false",
+           "WANDB_MODE": "disabled"}
+    env.setdefault("TORCH_EXTENSIONS_DIR", os.path.expanduser("~/.cache/grpo/torch_extensions"))
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", os.path.join(CONFIGS, f"{config}.yaml"),
+           "--num_processes", str(processes), "--main_process_port", str(free_port()),
+           os.path.join(ROOT, "scripts", "train.py"), "--config", SMOKE_RECIPE, "--output_dir", str(output_dir), *flags]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def read_metrics(folder):
+    with open(os.path.join(folder, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def saved_weights(checkpoint) -> dict[str, torch.Tensor]:
+    return load_file(os.path.join(checkpoint, "model", "model.safetensors"))
+
+
+def initial_weights() -> dict[str, torch.Tensor]:
+    return load_file(os.path.join(resolve_model_path(TINY), "model.safetensors"))
+
+
+def max_relative_difference(a: dict, b: dict, start: dict) -> float:
+    """max |a - b| over max |a - start|: the mismatch of two updates, relative to the update's size."""
+    assert set(a) == set(b)
+    diff = max(float((a[k] - b[k]).abs().max()) for k in a)
+    step = max(float((a[k] - start[k]).abs().max()) for k in a if k in start)
+    assert step > 0
+    return diff / step
+
+
+@pytest.fixture(scope="module")
+def one_process_step(tmp_path_factory):
+    """The reference: one step in this process (no accelerate launch), its metrics and weights."""
+    out = tmp_path_factory.mktemp("one")
+    GRPOTrainer(*parse_config([SMOKE_RECIPE, "--output_dir", str(out), *STEP_FLAGS, *ONE_PROCESS])).train()
+    return read_metrics(out)[0], saved_weights(out / "checkpoint-1")
+
+
+# --- fast checks, no launch ------------------------------------------------------------------------------
+
+
+def test_replay_completions_depend_only_on_the_prompt(tokenizer, tiny_model):
+    sampler = ReplaySampler(tiny_model, tokenizer, SamplingConfig(max_completion_length=32))
+    prompts = [[1, 2, 3], [4, 5], [6, 7, 8, 9]]
+    together = sampler.generate(prompts, 4)
+    alone = sampler.generate(prompts[1:2], 4)
+    assert together.completions[4:8] == alone.completions
+    t = alone.completion_ids.shape[1]
+    assert torch.equal(together.completion_ids[4:8, :t], alone.completion_ids)
+    assert torch.equal(together.completion_mask[4:8, :t], alone.completion_mask)
+    assert len(set(together.completions[:4])) == 4  # every template in a group of 4: rewards differ
+    expected = []
+    for prompt in prompts:
+        for index in range(4):
+            text, ends_with_eos = replay_text(prompt, index)
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [sampler.eos_id] * ends_with_eos
+            expected.append(min(len(ids), 32))
+    assert together.completion_mask.sum(1).tolist() == expected
+
+
+def test_deepspeed_settings_come_from_the_recipe():
+    args = GRPOArguments(per_device_train_batch_size=4, gradient_accumulation_steps=2, max_grad_norm=0.5,
+                         num_generations=4)
+    config = {"gradient_accumulation_steps": "auto", "zero_optimization": {"stage": 2}}
+    configure_deepspeed(config, args)
+    assert (config["train_micro_batch_size_per_gpu"], config["gradient_accumulation_steps"],
+            config["gradient_clipping"]) == (4, 2, 0.5)
+    same = {"gradient_accumulation_steps": 2, "gradient_clipping": 0.5}
+    configure_deepspeed(same, args)  # equal fixed values are accepted
+    with pytest.raises(ValueError, match="gradient_clipping=1.0 but the recipe gives 0.5"):
+        configure_deepspeed({"gradient_clipping": 1.0}, args)
+
+
+def test_negative_control_a_wrong_loss_scale_is_caught(tmp_path, one_process_step):
+    """The step with the gradient halved (what forgetting to undo DDP's averaging over 2 processes does)
+    differs from the reference by far more than the tolerance used below."""
+    trainer = GRPOTrainer(*parse_config([SMOKE_RECIPE, "--output_dir", str(tmp_path), *STEP_FLAGS, *ONE_PROCESS]))
+    backward = trainer.accelerator.backward
+    trainer.accelerator.backward = lambda loss, **kw: backward(loss / 2, **kw)
+    trainer.train()
+    record, weights = read_metrics(tmp_path)[0], saved_weights(tmp_path / "checkpoint-1")
+    reference_record, reference = one_process_step
+    assert max_relative_difference(weights, reference, initial_weights()) > 0.1
+    assert record["grad_norm"] == pytest.approx(reference_record["grad_norm"] / 2, rel=1e-4)
+
+
+# --- 2 processes ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("config", ["zero3", pytest.param("zero2", marks=pytest.mark.slow),
+                                    pytest.param("ddp", marks=pytest.mark.slow)])
+def test_one_step_on_two_processes_equals_one_process(tmp_path, one_process_step, config):
+    launch(config, tmp_path, *STEP_FLAGS, *TWO_PROCESSES)
+    record, weights = read_metrics(tmp_path)[0], saved_weights(tmp_path / "checkpoint-1")
+    reference_record, reference = one_process_step
+    assert record["num_processes"] == 2
+    assert reference_record["num_processes"] == 1
+    for key in ("loss", "grad_norm", "reward", "completion_length/mean", "kl"):
+        assert record[key] == pytest.approx(reference_record[key], rel=1e-5, abs=1e-7), key
+    assert max_relative_difference(weights, reference, initial_weights()) < 1e-4
