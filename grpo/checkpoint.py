@@ -144,7 +144,8 @@ def save_training_checkpoint(accelerator, policy, optimizer, scheduler, tokenize
 
     stage, main = zero_stage(accelerator), accelerator.is_main_process
     state = {**state, "num_processes": accelerator.num_processes, "zero_stage": stage}
-    state_dict = accelerator.get_state_dict(policy)  # a collective under ZeRO-3: full weights on the main process
+    # ZeRO-3: a collective that gathers the full weights on the main process; otherwise its module holds them
+    state_dict = accelerator.get_state_dict(policy) if stage == 3 else None
     tmp = new_temp_folder(output_dir, state["global_step"]) if main else None
     tmp = broadcast_object_list([tmp])[0] if accelerator.num_processes > 1 else tmp
     try:

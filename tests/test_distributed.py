@@ -148,3 +148,49 @@ def test_one_step_on_two_processes_equals_one_process(tmp_path, one_process_step
     for key in ("loss", "grad_norm", "reward", "completion_length/mean", "kl"):
         assert record[key] == pytest.approx(reference_record[key], rel=1e-5, abs=1e-7), key
     assert max_relative_difference(weights, reference, initial_weights()) < 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config,flags", [("ddp", []), ("zero2", []), ("zero3", []),
+                                          ("zero3", ["--use_peft", "true"])], ids=["ddp", "zero2", "zero3", "zero3-lora"])
+def test_runs_with_the_hf_sampler_finish_on_two_processes(tmp_path, config, flags):
+    """Real sampling (under ZeRO-3 from gathered weights), KL to the reference (LoRA: adapter disabled)."""
+    launch(config, tmp_path, "--max_steps", "2", "--per_device_train_batch_size", "4", "--gradient_accumulation_steps",
+           "1", *flags)
+    records = read_metrics(tmp_path)
+    assert [r["step"] for r in records] == [1, 2]
+    assert all(r["num_processes"] == 2 for r in records)
+    assert all(torch.isfinite(torch.tensor([r["loss"], r["grad_norm"], r["kl"]])).all() for r in records)
+    assert records[1]["kl"] > 0  # the policy left the reference after step 1
+    assert os.path.isdir(tmp_path / "checkpoint-2" / "model")
+
+
+@pytest.mark.slow
+def test_zero3_checkpoint_resumes_in_two_processes_and_exports_in_one(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from grpo.export import export_checkpoint
+
+    full, resumed, single = tmp_path / "full", tmp_path / "resumed", tmp_path / "single"
+    flags = [*STEP_FLAGS, "--max_steps", "2", "--save_steps", "1", "--save_total_limit", "3"]
+    launch("zero3", full, *flags, *TWO_PROCESSES)
+    checkpoint = full / "checkpoint-1"
+    assert json.loads((checkpoint / "trainer_state.json").read_text())["num_processes"] == 2
+    assert sorted(os.listdir(checkpoint / "deepspeed")) == [
+        f"zero_pp_rank_{r}_mp_rank_00_{kind}_states.pt" for r in (0, 1) for kind in ("model", "optim")]
+    launch("zero3", resumed, *flags, *TWO_PROCESSES, "--resume_from_checkpoint", str(checkpoint))
+    # with the optimizer partitions restored, the resumed step 2 is the uninterrupted step 2
+    expected = saved_weights(full / "checkpoint-2")
+    assert max_relative_difference(saved_weights(resumed / "checkpoint-2"), expected, saved_weights(checkpoint)) < 1e-5
+    assert read_metrics(resumed)[0]["grad_norm"] == pytest.approx(read_metrics(full)[1]["grad_norm"], rel=1e-5)
+    # one process, no DeepSpeed: the weights are restored, the optimizer state cannot be, and the step differs
+    with pytest.warns(UserWarning, match="optimizer state starts from zero"):
+        trainer = GRPOTrainer(*parse_config([SMOKE_RECIPE, "--output_dir", str(single), *flags, *ONE_PROCESS,
+                                             "--resume_from_checkpoint", str(checkpoint)]))
+    assert trainer.global_step == 1
+    trainer.train()
+    assert max_relative_difference(saved_weights(single / "checkpoint-2"), expected, saved_weights(checkpoint)) > 0.01
+    # grpo export in one process: a plain transformers folder with the gathered weights
+    exported = AutoModelForCausalLM.from_pretrained(export_checkpoint(str(full / "checkpoint-2"), str(tmp_path / "x")))
+    state = exported.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in expected.items())
