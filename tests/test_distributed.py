@@ -45,6 +45,8 @@ def free_port() -> int:
 
 def launch(config: str, output_dir, *flags, processes: int = 2, timeout: int = 600) -> subprocess.CompletedProcess:
     """``accelerate launch --config_file accelerate_configs/<config>.yaml scripts/train.py`` on the tiny recipe."""
+    if config != "ddp":
+        pytest.importorskip("deepspeed")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT, "TOKENIZERS_PARALLELISM": "false",
            "WANDB_MODE": "disabled"}
     env.setdefault("TORCH_EXTENSIONS_DIR", os.path.expanduser("~/.cache/grpo/torch_extensions"))
@@ -154,14 +156,16 @@ def test_one_step_on_two_processes_equals_one_process(tmp_path, one_process_step
 @pytest.mark.parametrize("config,flags", [("ddp", []), ("zero2", []), ("zero3", []),
                                           ("zero3", ["--use_peft", "true"])], ids=["ddp", "zero2", "zero3", "zero3-lora"])
 def test_runs_with_the_hf_sampler_finish_on_two_processes(tmp_path, config, flags):
-    """Real sampling (under ZeRO-3 from gathered weights), KL to the reference (LoRA: adapter disabled)."""
+    """Real sampling (under ZeRO-3 from gathered weights), the reference model's log-probs (LoRA: the adapter
+    disabled), checkpoints."""
     launch(config, tmp_path, "--max_steps", "2", "--per_device_train_batch_size", "4", "--gradient_accumulation_steps",
            "1", *flags)
     records = read_metrics(tmp_path)
     assert [r["step"] for r in records] == [1, 2]
     assert all(r["num_processes"] == 2 for r in records)
-    assert all(torch.isfinite(torch.tensor([r["loss"], r["grad_norm"], r["kl"]])).all() for r in records)
-    assert records[1]["kl"] > 0  # the policy left the reference after step 1
+    # the random tiny model earns no reward (zero advantages), so this checks that the pieces run, not values
+    assert all(torch.isfinite(torch.tensor([r["loss"], r["grad_norm"], r["kl"], r["entropy"]])).all() for r in records)
+    assert all(r["completion_length/mean"] > 0 and r["time/sample_s"] > 0 for r in records)
     assert os.path.isdir(tmp_path / "checkpoint-2" / "model")
 
 
