@@ -67,12 +67,12 @@ class GRPOTrainer:
             [p for p in policy.parameters() if p.requires_grad], lr=args.learning_rate,
             betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon, weight_decay=args.weight_decay,
         )
-        # The scheduler is stepped by hand once per optimizer step (accelerate's wrapper would step it
-        # once per process).
-        schedule = {"constant": "constant_with_warmup", "cosine": "cosine"}[args.lr_scheduler_type]
-        self.scheduler = get_scheduler(schedule, optimizer, num_warmup_steps=args.warmup_steps,
-                                       num_training_steps=args.max_steps)
         self.policy, self.optimizer = self.accelerator.prepare(policy, optimizer)
+        # The scheduler is stepped by hand once per optimizer step (accelerate's wrapper would step it once per
+        # process). Built on the prepared optimizer: DeepSpeed's CPU offload swaps AdamW for its own CPU Adam.
+        schedule = {"constant": "constant_with_warmup", "cosine": "cosine"}[args.lr_scheduler_type]
+        self.scheduler = get_scheduler(schedule, self.optimizer, num_warmup_steps=args.warmup_steps,
+                                       num_training_steps=args.max_steps)
         # Each distinct prompt through the model once per micro-batch (its G completions share its KV cache):
         # one process only (two forward calls per backward do not mix with DDP's or DeepSpeed's hooks), and not with
         # gradient checkpointing (which turns the cache off).

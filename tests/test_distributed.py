@@ -25,10 +25,12 @@ from grpo.trainer import GRPOTrainer
 from tests.conftest import ROOT, SMOKE_RECIPE
 
 CONFIGS = os.path.join(ROOT, "accelerate_configs")
-# One optimizer step on fixed completions. adam_epsilon = 1 makes the first AdamW update ~ lr * g / (|g| + 1),
+# Optimizer steps on fixed completions. adam_epsilon = 1 makes the first AdamW update ~ lr * g / (|g| + 1),
 # i.e. sensitive to the gradient's scale (with a small epsilon it is ~ lr * sign(g), blind to a wrong scale);
 # max_grad_norm 10 keeps clipping on but inactive (the gradient norm is ~2), for the same reason.
-STEP_FLAGS = ["--sampler", "replay", "--max_steps", "1", "--num_generations", "4", "--max_completion_length", "32",
+# A second step with the cosine schedule's half learning rate checks that DeepSpeed steps with grpo's schedule.
+STEP_FLAGS = ["--sampler", "replay", "--max_steps", "2", "--lr_scheduler_type", "cosine", "--save_steps", "1",
+              "--num_generations", "4", "--max_completion_length", "32",
               "--reward_funcs", "format", "repetition", "--loss_type", "dapo", "--beta", "0.04",
               "--learning_rate", "1.0", "--adam_epsilon", "1.0", "--max_grad_norm", "10",
               "--per_device_train_batch_size", "4"]
@@ -85,7 +87,7 @@ def one_process_step(tmp_path_factory):
     """The reference: one step in this process (no accelerate launch), its metrics and weights."""
     out = tmp_path_factory.mktemp("one")
     GRPOTrainer(*parse_config([SMOKE_RECIPE, "--output_dir", str(out), *STEP_FLAGS, *ONE_PROCESS])).train()
-    return read_metrics(out)[0], saved_weights(out / "checkpoint-1")
+    return read_metrics(out), [saved_weights(out / f"checkpoint-{step}") for step in (1, 2)]
 
 
 # --- fast checks, no launch ------------------------------------------------------------------------------
@@ -131,25 +133,31 @@ def test_negative_control_a_wrong_loss_scale_is_caught(tmp_path, one_process_ste
     trainer.accelerator.backward = lambda loss, **kw: backward(loss / 2, **kw)
     trainer.train()
     record, weights = read_metrics(tmp_path)[0], saved_weights(tmp_path / "checkpoint-1")
-    reference_record, reference = one_process_step
-    assert max_relative_difference(weights, reference, initial_weights()) > 0.1
-    assert record["grad_norm"] == pytest.approx(reference_record["grad_norm"] / 2, rel=1e-4)
+    reference_records, reference = one_process_step
+    mismatch = max_relative_difference(weights, reference[0], initial_weights())
+    print(f"negative control: weights differ by {mismatch:.3g} of the update")
+    assert mismatch > 0.1
+    assert record["grad_norm"] == pytest.approx(reference_records[0]["grad_norm"] / 2, rel=1e-4)
 
 
 # --- 2 processes ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("config", ["zero3", pytest.param("zero2", marks=pytest.mark.slow),
-                                    pytest.param("ddp", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("config", ["zero3", *(pytest.param(c, marks=pytest.mark.slow)
+                                              for c in ("zero2", "ddp", "zero3_offload"))])
 def test_one_step_on_two_processes_equals_one_process(tmp_path, one_process_step, config):
     launch(config, tmp_path, *STEP_FLAGS, *TWO_PROCESSES)
-    record, weights = read_metrics(tmp_path)[0], saved_weights(tmp_path / "checkpoint-1")
-    reference_record, reference = one_process_step
-    assert record["num_processes"] == 2
-    assert reference_record["num_processes"] == 1
-    for key in ("loss", "grad_norm", "reward", "completion_length/mean", "kl"):
-        assert record[key] == pytest.approx(reference_record[key], rel=1e-5, abs=1e-7), key
-    assert max_relative_difference(weights, reference, initial_weights()) < 1e-4
+    records = read_metrics(tmp_path)
+    reference_records, reference = one_process_step
+    start = initial_weights()
+    for step, record in enumerate(records):
+        assert record["num_processes"] == 2 and reference_records[step]["num_processes"] == 1
+        for key in ("loss", "grad_norm", "reward", "completion_length/mean", "kl", "entropy"):
+            assert record[key] == pytest.approx(reference_records[step][key], rel=1e-5, abs=1e-7), (step, key)
+        mismatch = max_relative_difference(saved_weights(tmp_path / f"checkpoint-{step + 1}"), reference[step], start)
+        print(f"{config} step {step + 1}: weights differ by {mismatch:.3g} of the update")
+        assert mismatch < 1e-4
+        start = reference[step]
 
 
 @pytest.mark.slow
