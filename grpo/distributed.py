@@ -35,7 +35,8 @@ def build_accelerator(args, mixed_precision: str, log_with: list[str] | None) ->
     Without CUDA and with more than one process, the process group uses gloo (see the module docstring).
     DeepSpeed compiles a communication op on first use: ``TORCH_EXTENSIONS_DIR`` defaults to
     ``~/.cache/grpo/torch_extensions`` so that is done once per machine.
-    Raises ``ValueError`` when the DeepSpeed config fixes one of those values to something else.
+    Raises ``ValueError`` when the DeepSpeed config fixes one of those values to something else, and for
+    ``eval_steps`` under ZeRO-3.
     """
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.expanduser(TORCH_EXTENSIONS_DEFAULT))
     kwargs = {"gradient_accumulation_steps": args.gradient_accumulation_steps, "mixed_precision": mixed_precision,
@@ -48,6 +49,12 @@ def build_accelerator(args, mixed_precision: str, log_with: list[str] | None) ->
     accelerator = Accelerator(**kwargs)
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         configure_deepspeed(accelerator.state.deepspeed_plugin.deepspeed_config, args)
+        if args.eval_steps and accelerator.state.deepspeed_plugin.zero_stage == 3:
+            raise ValueError("eval_steps > 0 is not supported under ZeRO-3 (evaluation runs on the main process "
+                             "only, a partitioned model needs all of them); set eval_steps: 0 or use zero2.yaml")
+    if accelerator.num_processes > 1:
+        accelerator.print(f"grpo: {accelerator.num_processes} processes, {accelerator.distributed_type.value} "
+                          f"(ZeRO stage {zero_stage(accelerator)}), backend {accelerator.state.backend}")
     return accelerator
 
 

@@ -19,8 +19,8 @@ from safetensors.torch import load_file
 from grpo.config import GRPOArguments, parse_config
 from grpo.distributed import configure_deepspeed
 from grpo.model import TINY, resolve_model_path
-from grpo.samplers.replay import ReplaySampler, replay_text
 from grpo.samplers.base import SamplingConfig
+from grpo.samplers.replay import ReplaySampler, replay_text
 from grpo.trainer import GRPOTrainer
 from tests.conftest import ROOT, SMOKE_RECIPE
 
