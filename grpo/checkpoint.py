@@ -149,6 +149,7 @@ def save_training_checkpoint(accelerator, policy, optimizer, scheduler, tokenize
     tmp = new_temp_folder(output_dir, state["global_step"]) if main else None
     tmp = broadcast_object_list([tmp])[0] if accelerator.num_processes > 1 else tmp
     try:
+        os.makedirs(tmp, exist_ok=True)  # output_dir must be shared by all machines (as DeepSpeed's checkpoints need)
         if is_deepspeed(accelerator):
             policy.save_checkpoint(tmp, tag=DEEPSPEED_TAG, save_latest=False, exclude_frozen_parameters=True)
         torch.save(rng_state(), os.path.join(tmp, rng_file(accelerator.process_index)))
