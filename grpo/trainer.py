@@ -228,8 +228,8 @@ class GRPOTrainer:
 
         The loss of each micro-batch is normalised by counts over the whole global mini-batch
         (sequences, tokens, all processes), so the accumulated gradient equals the full-batch gradient.
-        ``accelerator.backward`` divides by the accumulation steps and DDP averages over processes:
-        both are undone by the factor below.
+        ``accelerator.backward`` divides by the accumulation steps and DDP averages over processes (under
+        DeepSpeed its engine does both): the factor below undoes them (tests/test_distributed.py).
         """
         acc = self.accelerator
         args = self.args
