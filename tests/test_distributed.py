@@ -161,6 +161,24 @@ def test_one_step_on_two_processes_equals_one_process(tmp_path, one_process_step
 
 
 @pytest.mark.slow
+def test_zero3_lora_steps_equal_one_process(tmp_path):
+    """LoRA under ZeRO-3: the adapter (gathered into ``adapter_model.safetensors``) and the KL to the
+    reference (the policy with its adapter disabled, a partitioned forward) match one process."""
+    one, two, lora = tmp_path / "one", tmp_path / "two", ["--use_peft", "true"]
+    GRPOTrainer(*parse_config([SMOKE_RECIPE, "--output_dir", str(one), *STEP_FLAGS, *ONE_PROCESS, *lora])).train()
+    launch("zero3", two, *STEP_FLAGS, *TWO_PROCESSES, *lora)
+    for step, (record, expected) in enumerate(zip(read_metrics(two), read_metrics(one)), start=1):
+        for key in ("loss", "grad_norm", "kl"):
+            assert record[key] == pytest.approx(expected[key], rel=1e-5, abs=1e-7), (step, key)
+        got, want = (load_file(os.path.join(run, f"checkpoint-{step}", "model", "adapter_model.safetensors"))
+                     for run in (two, one))
+        assert set(got) == set(want) and any("lora_B" in k for k in got)
+        size = max(float(want[k].abs().max()) for k in want if "lora_B" in k)  # B starts at 0: the update's size
+        assert max(float((got[k] - want[k]).abs().max()) for k in want) < 1e-5 * size
+    assert read_metrics(two)[1]["kl"] > 0  # the adapter moved the policy away from the reference
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("config,flags", [("ddp", []), ("zero2", []), ("zero3", []),
                                           ("zero3", ["--use_peft", "true"])], ids=["ddp", "zero2", "zero3", "zero3-lora"])
 def test_runs_with_the_hf_sampler_finish_on_two_processes(tmp_path, config, flags):
