@@ -184,8 +184,10 @@ def load_training_state(accelerator, policy, optimizer, scheduler, folder: str) 
     now = (accelerator.num_processes, zero_stage(accelerator))
     deepspeed_dir = os.path.join(folder, DEEPSPEED_TAG)
     if is_deepspeed(accelerator) and saved == now and os.path.isdir(deepspeed_dir):
-        policy.load_checkpoint(folder, tag=DEEPSPEED_TAG, load_module_strict=False, load_optimizer_states=True,
-                               load_lr_scheduler_states=False)
+        loaded, _ = policy.load_checkpoint(folder, tag=DEEPSPEED_TAG, load_module_strict=False,
+                                           load_optimizer_states=True, load_lr_scheduler_states=False)
+        if loaded is None:  # DeepSpeed only logs a warning when it finds nothing to load
+            raise FileNotFoundError(f"{deepspeed_dir}: DeepSpeed found no checkpoint to load")
     elif not is_deepspeed(accelerator) and os.path.isfile(os.path.join(folder, "optimizer.pt")):
         optimizer.load_state_dict(torch.load(os.path.join(folder, "optimizer.pt"), weights_only=False))
     else:

@@ -61,7 +61,9 @@ def build_accelerator(args, mixed_precision: str, log_with: list[str] | None) ->
 def configure_deepspeed(config: dict, args) -> None:
     """Set ``train_micro_batch_size_per_gpu``, ``gradient_accumulation_steps`` and ``gradient_clipping`` of a
     DeepSpeed config dict from ``args`` where they are ``auto`` or absent; raise ``ValueError`` naming the key
-    when the config fixes a different value."""
+    when the config fixes a different value. ``train_batch_size`` is always derived (``auto``: accelerate
+    sets micro-batch x accumulation x processes). Under ZeRO-3, checkpoints need the gathered weights:
+    ``stage3_gather_16bit_weights_on_model_save`` is turned on."""
     wanted = {"train_micro_batch_size_per_gpu": args.per_device_train_batch_size,
               "gradient_accumulation_steps": args.gradient_accumulation_steps,
               "gradient_clipping": float(args.max_grad_norm)}  # 0 = no clipping, in DeepSpeed as in grpo
@@ -73,6 +75,8 @@ def configure_deepspeed(config: dict, args) -> None:
             raise ValueError(f"the DeepSpeed config sets {key}={current} but the recipe gives {value}; "
                              f"leave it out (or `auto`) of the DeepSpeed config: grpo fills it from the recipe")
     config["train_batch_size"] = "auto"  # accelerate fills micro-batch x accumulation x processes
+    if config.get("zero_optimization", {}).get("stage") == 3:  # checkpoints gather the whole weights (any dtype)
+        config["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] = True
 
 
 def is_deepspeed(accelerator: Accelerator) -> bool:
@@ -109,16 +113,17 @@ def whole_models(accelerator: Accelerator):
             set_hf_deepspeed_config(plugin.dschf)
 
 
-def gathered_params(model: torch.nn.Module, accelerator: Accelerator):
-    """Context in which a ZeRO-3 partitioned ``model`` holds its full parameters on every process (read-only);
-    a no-op otherwise. Every process must enter it (the gather is a collective).
+def gathered_for_generation(model: torch.nn.Module, accelerator: Accelerator):
+    """Context in which a ZeRO-3 partitioned ``model`` (the prepared engine) holds its whole parameters on every
+    process, with ZeRO-3's per-layer gather hooks lifted (trl's ``unwrap_model_for_generation``); a no-op
+    otherwise. Every process must enter it (the gather is a collective).
 
     Used around generation: a partitioned forward gathers each layer collectively, so processes whose
-    rollouts end after different numbers of tokens would wait on each other forever.
+    rollouts end after different numbers of tokens would wait on each other forever; with the hooks in
+    place every decoding step would also pay their per-module cost.
     """
     if zero_stage(accelerator) != 3:
         return nullcontext()
-    import deepspeed
+    from trl.models.utils import unwrap_model_for_generation
 
-    return deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None)
-
+    return unwrap_model_for_generation(model, accelerator)

@@ -22,7 +22,7 @@ from grpo import checkpoint as ckpt
 from grpo.advantages import group_advantages, informative_groups
 from grpo.config import DataArguments, GRPOArguments, ModelArguments, config_dict, save_config
 from grpo.data import PromptSampler, build_prompt_dataset
-from grpo.distributed import build_accelerator, gathered_params, is_deepspeed, whole_models
+from grpo.distributed import build_accelerator, gathered_for_generation, is_deepspeed, whole_models
 from grpo.export import load_weights_into
 from grpo.logging import RunLogger, tracker_names
 from grpo.logprobs import completion_logprobs, completion_logprobs_shared_prompts
@@ -51,7 +51,7 @@ class GRPOTrainer:
         set_seed(args.seed)
         self.tokenizer = load_tokenizer(model_args)
         self.dataset = build_prompt_dataset(data_args, self.tokenizer)
-        resume = ckpt.resolve_checkpoint(args.resume_from_checkpoint, args.output_dir) if args.resume_from_checkpoint else None
+        resume = args.resume_from_checkpoint and ckpt.resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)
         with whole_models(self.accelerator):  # ZeRO-3: prepare partitions the policy; the reference stays whole
             policy = load_policy(model_args)
             self.ref_model = load_reference(policy, model_args, args.beta)
@@ -69,7 +69,7 @@ class GRPOTrainer:
         )
         self.policy, self.optimizer = self.accelerator.prepare(policy, optimizer)
         # The scheduler is stepped by hand once per optimizer step (accelerate's wrapper would step it once per
-        # process). Built on the prepared optimizer: DeepSpeed's CPU offload swaps AdamW for its own CPU Adam.
+        # process). Built on the prepared optimizer, the one that steps (with DeepSpeed's CPU offload: its CPU Adam).
         schedule = {"constant": "constant_with_warmup", "cosine": "cosine"}[args.lr_scheduler_type]
         self.scheduler = get_scheduler(schedule, self.optimizer, num_warmup_steps=args.warmup_steps,
                                        num_training_steps=args.max_steps)
@@ -165,7 +165,7 @@ class GRPOTrainer:
 
     def generate(self, rows: list[dict]) -> Rollout:
         """G completions per prompt from the sampler."""
-        with self.timer("sample"), gathered_params(self.policy, self.accelerator):  # ZeRO-3: whole weights
+        with self.timer("sample"), gathered_for_generation(self.policy, self.accelerator):  # ZeRO-3: whole weights
             return self.sampler.generate([r["prompt_ids"] for r in rows], self.args.num_generations)
 
     def score(self, rows: list[dict], rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor]:

@@ -123,6 +123,9 @@ def test_deepspeed_settings_come_from_the_recipe():
     configure_deepspeed(same, args)  # equal fixed values are accepted
     with pytest.raises(ValueError, match="gradient_clipping=1.0 but the recipe gives 0.5"):
         configure_deepspeed({"gradient_clipping": 1.0}, args)
+    zero3 = {"zero_optimization": {"stage": 3, "stage3_gather_16bit_weights_on_model_save": False}}
+    configure_deepspeed(zero3, args)
+    assert zero3["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"]  # checkpoints gather
 
 
 def test_negative_control_a_wrong_loss_scale_is_caught(tmp_path, one_process_step):
@@ -179,8 +182,8 @@ def test_zero3_lora_steps_equal_one_process(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("config,flags", [("ddp", []), ("zero2", []), ("zero3", []),
-                                          ("zero3", ["--use_peft", "true"])], ids=["ddp", "zero2", "zero3", "zero3-lora"])
+@pytest.mark.parametrize("config,flags", [("ddp", []), ("zero2", []), ("zero3", []), ("zero3", ["--use_peft", "true"])],
+                         ids=["ddp", "zero2", "zero3", "zero3-lora"])
 def test_runs_with_the_hf_sampler_finish_on_two_processes(tmp_path, config, flags):
     """Real sampling (under ZeRO-3 from gathered weights), the reference model's log-probs (LoRA: the adapter
     disabled), checkpoints."""
