@@ -340,5 +340,5 @@ def policy_loss(
     loss = spec.aggregate(per_token, mask, norm)  # []
     metrics = _metrics(ratio, adv, mask, epsilon_low, epsilon_high, kl, ent)
     if extra:  # masked token means, one host sync
-        metrics.update(zip(extra, (torch.stack(list(extra.values())).float() / mask.sum().clamp(min=1)).tolist()))
+        metrics.update(zip(extra, (torch.stack(list(extra.values())).double() / mask.sum().clamp(min=1)).tolist()))
     return loss, metrics

@@ -38,7 +38,7 @@ def mismatch_sums(trainer_logprobs: Tensor, sampler_logprobs: Tensor, mask: Tens
         ValueError: shapes differ.
     """
     _check_shapes(trainer_logprobs, sampler_logprobs, mask)
-    x = torch.where(mask, trainer_logprobs.float() - sampler_logprobs.float(), 0.0)  # [N, T]
+    x = torch.where(mask, _wide(trainer_logprobs) - _wide(sampler_logprobs), 0.0)  # [N, T]
     return {"mismatch/logprob_abs_diff": x.abs().sum(), "mismatch/kl": (torch.expm1(x) - x).sum()}
 
 
@@ -66,11 +66,17 @@ def tis_weights(trainer_logprobs: Tensor, sampler_logprobs: Tensor, mask: Tensor
         raise ValueError(f"tis_cap must be > 0 to weight tokens, got {cap}")
     if level not in TIS_LEVELS:
         raise ValueError(f"unknown tis_level {level!r}; expected one of {TIS_LEVELS}")
-    log_w = torch.where(mask, trainer_logprobs.float() - sampler_logprobs.float(), 0.0)  # [N, T]
+    log_w = torch.where(mask, _wide(trainer_logprobs) - _wide(sampler_logprobs), 0.0)  # [N, T]
     if level == "sequence":
         log_w = log_w.sum(dim=-1, keepdim=True).expand_as(log_w)  # [N, T] the sequence's log ratio
-    weights = torch.exp(log_w.clamp(max=math.log(cap)))  # [N, T] = min(ratio, C)
+    log_cap = math.log(cap)
+    weights = torch.where(log_w >= log_cap, cap, torch.exp(log_w.clamp(max=log_cap)))  # [N, T] min(ratio, C), C exact
     return torch.where(mask, weights, 0.0).to(trainer_logprobs.dtype)  # [N, T]
+
+
+def _wide(x: Tensor) -> Tensor:
+    """At least float32 (bf16 log-probs are too coarse for ratios near 1); float64 stays float64."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 def _check_shapes(trainer_logprobs: Tensor, sampler_logprobs: Tensor, mask: Tensor) -> None:

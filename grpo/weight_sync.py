@@ -11,7 +11,9 @@ checkpoint (``model.layers.0.self_attn.q_proj.weight``), which is what vLLM's ``
 - **ZeRO-3** (parameters carrying a ``ds_id``): the parameters of one bucket are gathered together with
   ``deepspeed.zero.GatheredParameters`` (read-only), copied out and released before the next bucket, so at
   most one bucket is ever gathered; ``deepspeed`` is imported only then.
-- Tied parameters are sent once (``named_parameters`` removes duplicates; vLLM ties them again).
+- Tied parameters are sent under every name (``lm_head.weight`` as well as ``model.embed_tokens.weight``): vLLM's
+  CPU backend repacks the output head into its own GEMM copy, which is rebuilt only when ``lm_head.weight``
+  itself is loaded.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ def _units(model: torch.nn.Module) -> list[_Unit]:
     if hasattr(model, "peft_config"):
         from peft.tuners.lora import LoraLayer as lora_layer
     units = []
-    for name, param in model.named_parameters():
+    for name, param in model.named_parameters(remove_duplicate=False):
         if ".lora_" in name or ".original_module." in name:
             continue  # adapter matrices go into their layer's merged weight; the frozen copy is not served
         owner = modules.get(name.rsplit(".base_layer.", 1)[0]) if ".base_layer." in name else None
@@ -127,7 +129,7 @@ def policy_weights(model: torch.nn.Module, bucket_bytes: int = 256 << 20) -> Ite
         NotImplementedError: a DoRA adapter.
     """
     for bucket in _buckets(_units(model), bucket_bytes):
-        params = [p for unit in bucket for p in unit.params]
+        params = list({id(p): p for unit in bucket for p in unit.params}.values())  # tied: once
         zero3 = any(hasattr(p, "ds_id") for p in params)
         with _gathered(params):
             tensors = [(unit.name, unit.compute()) for unit in bucket]
