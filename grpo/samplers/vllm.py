@@ -137,7 +137,7 @@ class VLLMSampler(Sampler):
         return SamplingParams(n=n, max_tokens=c.max_completion_length, temperature=c.temperature, top_p=c.top_p,
                               top_k=c.top_k if c.top_k > 0 else -1, stop=list(c.stop) or None,
                               include_stop_str_in_output=True, stop_token_ids=self.eos_ids, skip_special_tokens=True,
-                              **extra)
+                              detokenize=bool(c.stop), **extra)  # texts are decoded here; vLLM only for stop strings
 
     @torch.no_grad()
     def generate(self, prompt_ids: list[list[int]], num_generations: int) -> Rollout:
