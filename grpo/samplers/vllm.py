@@ -49,7 +49,10 @@ def engine_kwargs(model: torch.nn.Module, args) -> dict:
     dtype = args.vllm_dtype
     if dtype == "auto":
         dtype = "bfloat16" if on_gpu and torch.cuda.is_bf16_supported() else str(next(model.parameters()).dtype)
-    kwargs = dict(model=base_model_path(model), dtype=dtype.removeprefix("torch."), seed=args.seed,
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    # engines of different tensor-parallel groups draw different samples; the ranks of one group the same
+    kwargs = dict(model=base_model_path(model), dtype=dtype.removeprefix("torch."),
+                  seed=args.seed + rank // args.vllm_tensor_parallel_size,
                   tensor_parallel_size=args.vllm_tensor_parallel_size, enable_prefix_caching=True,
                   logprobs_mode="processed_logprobs", enforce_eager=args.vllm_enforce_eager)
     if args.vllm_max_model_len:
@@ -69,6 +72,15 @@ def engine_kwargs(model: torch.nn.Module, args) -> dict:
     return kwargs
 
 
+def _tensor_parallel_group(tp: int):
+    """This rank's group of ``tp`` consecutive ranks (every rank creates every group), or None when tp = 1."""
+    if tp == 1:
+        return None
+    world, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
+    groups = [torch.distributed.new_group(list(range(i, i + tp))) for i in range(0, world, tp)]
+    return groups[rank // tp]
+
+
 class _Engine:
     """The ``vllm.LLM`` shared by a sampler and its ``with_config`` copies, and its sleep state."""
 
@@ -85,6 +97,20 @@ class _Engine:
         logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").setLevel(logging.ERROR)
         self.sleep_mode = torch.cuda.is_available() and args.vllm_enable_sleep_mode
         self.awake = {"weights", "kv_cache"}
+        self.tp_group = _tensor_parallel_group(args.vllm_tensor_parallel_size)
+
+    def generate(self, prompts: list[list[int]], params) -> list:
+        """``llm.generate`` on this process's prompts. With tensor parallelism every rank of a group must
+        submit the same requests: the group's prompts are gathered, generated together, and each rank keeps
+        the outputs of its own."""
+        if self.tp_group is None:
+            return self.llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+        size = torch.distributed.get_world_size(self.tp_group)
+        everyone: list = [None] * size
+        torch.distributed.all_gather_object(everyone, prompts, group=self.tp_group)
+        outputs = self.llm.generate([{"prompt_token_ids": p} for part in everyone for p in part], params, use_tqdm=False)
+        start = sum(len(part) for part in everyone[:torch.distributed.get_rank(self.tp_group)])
+        return outputs[start:start + len(prompts)]
 
     def wake(self, tags: set[str]) -> None:
         """Wake the parts ``tags`` (``weights``, ``kv_cache``) that sleep."""
@@ -147,8 +173,7 @@ class VLLMSampler(Sampler):
         ``max_completion_length`` tokens (``truncated`` True)."""
         self.engine.wake({"weights", "kv_cache"})
         try:
-            outputs = self.engine.llm.generate([{"prompt_token_ids": list(p)} for p in prompt_ids],
-                                               self._params(num_generations, logprobs=0), use_tqdm=False)
+            outputs = self.engine.generate([list(p) for p in prompt_ids], self._params(num_generations, logprobs=0))
         finally:
             self.engine.sleep()
         rows = [c for out in outputs for c in sorted(out.outputs, key=lambda c: c.index)]
@@ -176,9 +201,8 @@ class VLLMSampler(Sampler):
 
         self.engine.wake({"weights", "kv_cache"})
         try:
-            outputs = self.engine.llm.generate(
-                [{"prompt_token_ids": list(p) + list(c)} for p, c in zip(prompt_ids, completion_ids)],
-                SamplingParams(max_tokens=1, prompt_logprobs=0), use_tqdm=False)
+            outputs = self.engine.generate([list(p) + list(c) for p, c in zip(prompt_ids, completion_ids)],
+                                           SamplingParams(max_tokens=1, prompt_logprobs=0))
         finally:
             self.engine.sleep()
         scores = []
