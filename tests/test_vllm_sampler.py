@@ -75,11 +75,33 @@ def test_rollout_logprobs_and_layout(sampler, tok):
     assert torch.equal(rollout.prompt_ids[4:8][:, -len(prompts[1]):], torch.tensor([prompts[1]] * 4))  # group b
     lengths = rollout.completion_mask.sum(1)
     assert torch.equal(rollout.truncated, lengths == 12)  # random weights rarely hit EOS: truncated = at the cap
-    lp, _ = completion_logprobs(sampler.model, rollout.prompt_ids, rollout.prompt_mask, rollout.completion_ids,
-                                rollout.completion_mask, 1.0)
+    with torch.no_grad():
+        lp, _ = completion_logprobs(sampler.model, rollout.prompt_ids, rollout.prompt_mask, rollout.completion_ids,
+                                    rollout.completion_mask, 1.0)
     m = rollout.completion_mask.bool()
     assert float((lp - rollout.sampler_logprobs)[m].abs().max()) < TOL
     assert rollout.completions[0] == tok.decode(rollout.completion_ids[0, :lengths[0]], skip_special_tokens=True)
+
+
+def test_with_config_shares_the_engine_and_stops_like_the_hf_sampler(sampler, tok):
+    """Greedy: a stop string taken from the middle of a completion ends the same completion at the token that
+    completes it (kept, not truncated), as ``HFSampler`` does (``first_stop_end``)."""
+    from dataclasses import replace
+
+    from grpo.samplers.hf import first_stop_end
+
+    prompts = _prompts(tok)[:1]
+    greedy = sampler.with_config(replace(sampler.config, temperature=0.0))
+    assert greedy.engine is sampler.engine
+    full = greedy.generate(prompts, 1)
+    ids = full.completion_ids[0, :int(full.completion_mask[0].sum())].tolist()
+    text = tok.decode(ids, skip_special_tokens=True)
+    stop = text[len(text) // 2:len(text) // 2 + 3]
+    stopped = greedy.with_config(replace(greedy.config, stop=(stop,))).generate(prompts, 1)
+    want = first_stop_end(tok, ids, (stop,))
+    assert want is not None and want < len(ids)
+    assert stopped.completion_ids[0, :int(stopped.completion_mask[0].sum())].tolist() == ids[:want]
+    assert not bool(stopped.truncated[0])
 
 
 @pytest.mark.parametrize("use_peft", [False, True], ids=["full", "lora"])
