@@ -191,7 +191,8 @@ class GRPOTrainer:
 
     @torch.no_grad()
     def make_batch(self, rollout: Rollout, advantages: torch.Tensor) -> TrainBatch:
-        """Training tensors on the device, with old log-probs (only off-policy) and reference log-probs (beta > 0)."""
+        """Training tensors on the device, with old log-probs (only off-policy), reference log-probs (beta > 0) and
+        the sampler's own log-probs (mismatch metrics, TIS)."""
         device = self.accelerator.device
         mask = rollout.completion_mask.float()  # [N, T]
         if self.args.mask_truncated_completions:
