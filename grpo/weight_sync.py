@@ -13,7 +13,7 @@ checkpoint (``model.layers.0.self_attn.q_proj.weight``), which is what vLLM's ``
   most one bucket is ever gathered; ``deepspeed`` is imported only then.
 - Tied parameters are sent under every name (``lm_head.weight`` as well as ``model.embed_tokens.weight``): vLLM's
   CPU backend repacks the output head into its own GEMM copy, which is rebuilt only when ``lm_head.weight``
-  itself is loaded.
+  itself is loaded. Both names come from the same bucket (one gather).
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from torch import Tensor
 
 @dataclass
 class _Unit:
-    """One tensor to send: its name for vLLM, the parameters it is computed from, and how."""
+    """One tensor to send: its names for vLLM (several when tied), the parameters it is computed from, and how."""
 
-    name: str
+    names: list[str]
     params: list[torch.nn.Parameter]
     compute: Callable[[], Tensor]
 
@@ -74,10 +74,13 @@ def _units(model: torch.nn.Module) -> list[_Unit]:
     lora_layer = None
     if hasattr(model, "peft_config"):
         from peft.tuners.lora import LoraLayer as lora_layer
-    units = []
+    units, seen = [], {}
     for name, param in model.named_parameters(remove_duplicate=False):
         if ".lora_" in name or ".original_module." in name:
             continue  # adapter matrices go into their layer's merged weight; the frozen copy is not served
+        if id(param) in seen:  # tied: the same tensor, sent under this name too, from the same bucket
+            seen[id(param)].names.append(vllm_name(name))
+            continue
         owner = modules.get(name.rsplit(".base_layer.", 1)[0]) if ".base_layer." in name else None
         if lora_layer is not None and isinstance(owner, lora_layer) and name.endswith(".base_layer.weight"):
             extra = [p for n, p in owner.named_parameters() if ".lora_" in n]
@@ -86,9 +89,10 @@ def _units(model: torch.nn.Module) -> list[_Unit]:
                 delta = _lora_delta(owner)
                 return base.detach().clone() if delta is None else base.detach() + delta.to(base.dtype)
 
-            units.append(_Unit(vllm_name(name), [param, *extra], merged))
+            units.append(_Unit([vllm_name(name)], [param, *extra], merged))
         else:
-            units.append(_Unit(vllm_name(name), [param], lambda p=param: p.detach()))
+            units.append(_Unit([vllm_name(name)], [param], lambda p=param: p.detach()))
+        seen[id(param)] = units[-1]
     return units
 
 
@@ -129,10 +133,11 @@ def policy_weights(model: torch.nn.Module, bucket_bytes: int = 256 << 20) -> Ite
         NotImplementedError: a DoRA adapter.
     """
     for bucket in _buckets(_units(model), bucket_bytes):
-        params = list({id(p): p for unit in bucket for p in unit.params}.values())  # tied: once
+        params = [p for unit in bucket for p in unit.params]
         zero3 = any(hasattr(p, "ds_id") for p in params)
         with _gathered(params):
-            tensors = [(unit.name, unit.compute()) for unit in bucket]
+            tensors = [(unit.names, unit.compute()) for unit in bucket]
             if zero3:  # the gathered storage is released when the context closes
-                tensors = [(name, t.clone()) for name, t in tensors]
-        yield from tensors
+                tensors = [(names, t.clone()) for names, t in tensors]
+        for names, tensor in tensors:
+            yield from ((name, tensor) for name in names)

@@ -57,6 +57,50 @@ def test_buckets_respect_the_byte_bound(lora_policy):
     for bucket in _buckets(units, bound):
         size = sum(p.numel() * p.element_size() for u in bucket for p in u.params)
         assert size <= bound or len(bucket) == 1
-        seen += [u.name for u in bucket]
-    assert seen == [u.name for u in units]  # every unit once, in order
+        seen += [u.names[0] for u in bucket]
+    assert seen == [u.names[0] for u in units]  # every unit once, in order
     assert len(list(_buckets(units, 1 << 40))) == 1
+
+
+def test_zero3_gathers_one_bucket_at_a_time_and_copies(tiny_model, monkeypatch):
+    """Parameters with a ``ds_id`` are gathered bucket by bucket through deepspeed.zero.GatheredParameters (a
+    recording stand-in here: deepspeed is not installed); the tensors are copied while gathered and handed out
+    after the release, so at most one bucket is ever gathered."""
+    import sys
+    import types
+
+    events = []
+
+    class Gathered:
+        def __init__(self, params, modifier_rank=None):
+            self.params, self.modifier_rank = params, modifier_rank
+
+        def __enter__(self):
+            events.append(("gather", [id(p) for p in self.params], self.modifier_rank))
+
+        def __exit__(self, *exc):
+            events.append(("release",))
+
+    fake = types.ModuleType("deepspeed")
+    fake.zero = types.SimpleNamespace(GatheredParameters=Gathered)
+    monkeypatch.setitem(sys.modules, "deepspeed", fake)
+    params = dict(tiny_model.named_parameters())
+    for i, p in enumerate(params.values()):
+        monkeypatch.setattr(p, "ds_id", i, raising=False)
+        monkeypatch.setattr(p, "ds_numel", p.numel(), raising=False)
+    bound = 60_000  # bytes: several buckets for this model (the embedding, larger, goes alone)
+    stream = policy_weights(tiny_model, bucket_bytes=bound)
+    sent = []
+    for name, tensor in stream:
+        assert events[-1] == ("release",)  # copied while gathered, handed out after the release
+        sent.append((name, tensor))
+    gathers = [e for e in events if e[0] == "gather"]
+    assert len(gathers) > 2 and all(e[2] is None for e in gathers)  # read-only gathers
+    assert [e[0] for e in events] == ["gather", "release"] * len(gathers)  # never two buckets at once
+    sizes = [sum(p.numel() * 4 for p in params.values() if id(p) in set(e[1])) for e in gathers]
+    assert max(sizes) <= max(bound, max(p.numel() * 4 for p in params.values()))  # never the whole model
+    by_id = {id(p): p for p in params.values()}
+    assert sum(len(e[1]) for e in gathers) == len(by_id)  # each parameter gathered exactly once (tied: once)
+    for name, tensor in sent:
+        source = dict(tiny_model.named_parameters(remove_duplicate=False))[name]
+        assert torch.equal(tensor, source) and tensor.data_ptr() != source.data_ptr()  # a copy
