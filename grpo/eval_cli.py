@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--close_text", type=_escaped, default="\n</think>\n", help="inserted at the cap (\\n for a newline)")
     g = p.add_argument_group("verifiers and engine")
     g.add_argument("--verifiers", type=_csv, default=[], help="best-of-N verifiers: reward:<name>, rm:<path>, self")
-    g.add_argument("--sampler", choices=("auto", "hf", "vllm"), default="auto", help="auto: vllm if installed, else hf")
+    g.add_argument("--sampler", choices=("auto", "hf", "vllm"), default="auto", help="auto: vllm on a GPU if installed, else hf")
     g.add_argument("--batch_size", type=int, default=64, help="sequences (problems x K) per generate call")
     g.add_argument("--dtype", choices=("auto", *DTYPES), default="auto",
                    help="auto: bfloat16 on a GPU that has it, else float32")

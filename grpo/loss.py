@@ -13,6 +13,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from grpo.mismatch import mismatch_sums, tis_weights
+
 __all__ = ["KL_ESTIMATORS", "LOSS_TYPES", "LossType", "Normalisers", "kl_divergence", "policy_loss"]
 
 
@@ -240,6 +242,9 @@ def policy_loss(
     entropies: Tensor | None = None,
     entropy_coef: float = 0.0,
     top_entropy_quantile: float = 1.0,
+    sampler_logprobs: Tensor | None = None,
+    tis_cap: float = 0.0,
+    tis_level: str = "token",
 ) -> tuple[Tensor, dict[str, float]]:
     """Clipped-surrogate GRPO-family loss (to minimise) and its metrics.
 
@@ -268,6 +273,12 @@ def policy_loss(
     "Beyond the 80/20 Rule"; trl's rule, except that trl gathers the quantile over processes). Padded positions
     may hold anything (NaN, inf): they are replaced with ``torch.where`` first and affect neither loss nor grad.
 
+    ``sampler_logprobs`` (the sampler's own log-probs of the tokens) adds the sampler-trainer mismatch metrics
+    (``grpo.mismatch.mismatch_sums``, against ``old`` = pi_old of the trainer); ``tis_cap`` C > 0 multiplies the
+    policy-gradient term of each token by the truncated importance weight ``min(pi_old / pi_sampler, C)``
+    (per token or per sequence, ``tis_level``; Yao et al. 2025, ``grpo.mismatch.tis_weights``). The KL and
+    entropy terms are not weighted.
+
     Args:
         logprobs: ``[N, T]`` log pi_theta of the completion tokens (with grad).
         old_logprobs: ``[N, T]`` log pi_old, or ``None`` = on-policy (``logprobs.detach()``: ratio 1, exact grad).
@@ -276,17 +287,22 @@ def policy_loss(
     Returns:
         ``(loss [], metrics)``; metrics are floats, masked token means over this call: ``kl`` (0.0 without ref),
         ``clip_frac/low`` (A < 0, r < 1 - epsilon_low), ``clip_frac/high`` (A > 0, r > 1 + epsilon_high),
-        ``ratio/mean``, and ``entropy`` when ``entropies`` is given.
+        ``ratio/mean``, and ``entropy`` when ``entropies`` is given; with ``sampler_logprobs``:
+        ``mismatch/logprob_abs_diff``, ``mismatch/kl``; with TIS: ``tis/weight_mean``, ``tis/capped_frac``.
 
     Raises:
         ValueError: unknown loss_type / kl_estimator; shape mismatch; beta < 0, or beta > 0 without ref_logprobs;
             dr_grpo without max_completion_length; delta <= 1; epsilon_low outside [0, 1) or epsilon_high < 0;
             top_entropy_quantile outside [0, 1]; entropy options without entropies; num_sequences or
-            max_completion_length <= 0, num_tokens < 0 (0 is allowed: all masked, loss 0).
+            max_completion_length <= 0, num_tokens < 0 (0 is allowed: all masked, loss 0); tis_cap < 0 or
+            tis_cap > 0 without sampler_logprobs; unknown tis_level.
     """
+    if tis_cap < 0 or (tis_cap > 0 and sampler_logprobs is None):
+        raise ValueError(f"tis_cap={tis_cap} needs tis_cap >= 0, and sampler_logprobs when tis_cap > 0")
     mask = _check(
         logprobs, advantages, completion_mask,
-        {"old_logprobs": old_logprobs, "ref_logprobs": ref_logprobs, "entropies": entropies},
+        {"old_logprobs": old_logprobs, "ref_logprobs": ref_logprobs, "entropies": entropies,
+         "sampler_logprobs": sampler_logprobs},
         {"num_sequences": num_sequences, "num_tokens": num_tokens, "max_completion_length": max_completion_length},
         loss_type=loss_type, kl_estimator=kl_estimator, beta=beta, ref_given=ref_logprobs is not None,
         epsilon_low=epsilon_low, epsilon_high=epsilon_high, delta=delta, entropy_coef=entropy_coef,
@@ -298,6 +314,13 @@ def policy_loss(
     adv = advantages.to(logp.dtype).unsqueeze(-1)  # [N, 1]
     ratio = torch.exp(spec.log_ratio(logp, old, mask))  # [N, T]
     per_token = -_clipped_surrogate(ratio, adv, epsilon_low, epsilon_high, delta)  # [N, T]
+    extra: dict[str, Tensor] = {}
+    if sampler_logprobs is not None:
+        extra = mismatch_sums(old, sampler_logprobs, mask)
+        if tis_cap > 0:
+            weights = tis_weights(old, sampler_logprobs, mask, tis_cap, tis_level)  # [N, T] detached
+            per_token = per_token * weights  # [N, T]
+            extra.update({"tis/weight_mean": weights.sum(), "tis/capped_frac": (mask & (weights >= tis_cap)).sum()})
     ent = None if entropies is None else torch.where(mask, entropies, 0.0)  # [N, T]
     if top_entropy_quantile < 1.0:
         per_token = torch.where(_high_entropy_tokens(ent, mask, top_entropy_quantile), per_token, 0.0)  # [N, T]
@@ -315,4 +338,7 @@ def policy_loss(
         max_completion_length=max_completion_length,
     )
     loss = spec.aggregate(per_token, mask, norm)  # []
-    return loss, _metrics(ratio, adv, mask, epsilon_low, epsilon_high, kl, ent)
+    metrics = _metrics(ratio, adv, mask, epsilon_low, epsilon_high, kl, ent)
+    if extra:  # masked token means, one host sync
+        metrics.update(zip(extra, (torch.stack(list(extra.values())).double() / mask.sum().clamp(min=1)).tolist()))
+    return loss, metrics

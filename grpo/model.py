@@ -22,7 +22,8 @@ from grpo.config import ModelArguments
 
 SMOLLM2 = "smollm2-135m-instruct"
 TINY = "tiny-random-llama"
-BUILTIN_MODELS = (SMOLLM2, TINY)
+TINY_HD32 = "tiny-random-llama-hd32"  # head_dim 32: vLLM's CPU attention has no kernel for tiny's head_dim 16
+BUILTIN_MODELS = (SMOLLM2, TINY, TINY_HD32)
 
 
 def cache_dir() -> Path:
@@ -78,13 +79,14 @@ def _build_smollm2(out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
-def _build_tiny(out: Path) -> None:
+def _build_tiny(out: Path, num_attention_heads: int = 4, num_key_value_heads: int = 2) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(SMOLLM2))
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=True,
+        num_attention_heads=num_attention_heads, num_key_value_heads=num_key_value_heads,
+        max_position_embeddings=2048, tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )
     with torch.random.fork_rng():
@@ -96,7 +98,8 @@ def _build_tiny(out: Path) -> None:
 
 def resolve_model_path(name: str) -> str:
     """Map a built-in name to its cached folder; return anything else unchanged (folder or hub id)."""
-    builders = {SMOLLM2: _build_smollm2, TINY: _build_tiny}
+    builders = {SMOLLM2: _build_smollm2, TINY: _build_tiny,
+                TINY_HD32: lambda out: _build_tiny(out, num_attention_heads=2, num_key_value_heads=1)}
     return _materialise(name, builders[name]) if name in builders else name
 
 

