@@ -51,7 +51,7 @@ class Stage:
     recipe: str | None = None
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     model_from: str | None = None
-    data_from: str | None = None
+    data_from: str | list[str] | None = None
 
     @property
     def makes_model(self) -> bool:
@@ -97,7 +97,8 @@ def load_pipeline(path: str) -> tuple[dict[str, Any], list[Stage]]:
         bad = set(stage.overrides) - stage_fields(stage.kind)
         if bad:
             raise ValueError(f"{where}: overrides {sorted(bad)} are not fields of a {stage.kind} stage")
-        for ref, want_model in ((stage.model_from, True), (stage.data_from, False)):
+        data_refs = stage.data_from if isinstance(stage.data_from, list) else [stage.data_from]
+        for ref, want_model in ((stage.model_from, True), *((d, False) for d in data_refs)):
             if ref is not None and ref != "base" and ref not in names:
                 raise ValueError(f"{where}: {ref!r} is not an earlier stage")
             if ref not in (None, "base") and want_model != next(s for s in stages if s.name == ref).makes_model:
@@ -137,13 +138,28 @@ def resolve_stage(pipeline: dict[str, Any], stages: list[Stage], index: int, bas
             recipe["model_name_or_path"] = os.path.join(pipeline["output_dir"], source, "model")
         elif "model_name_or_path" in pipeline:
             recipe["model_name_or_path"] = pipeline["model_name_or_path"]
-    if stage.kind == "sft":
+    if stage.kind == "sft" and "dataset_name" not in stage.overrides:
         data = stage.data_from or next((s.name for s in reversed(earlier) if not s.makes_model), None)
         if data is None and "dataset_name" not in recipe:
             raise ValueError(f"stage {stage.name}: no earlier data stage and no dataset_name")
-        if data is not None:
+        if isinstance(data, list):  # several data stages: their rows concatenated, in the listed order
+            recipe["dataset_name"] = concatenate_data(
+                [os.path.join(pipeline["output_dir"], d, "data.jsonl") for d in data],
+                os.path.join(stage_dir(pipeline, stage), "train_data.jsonl"))
+        elif data is not None:
             recipe["dataset_name"] = os.path.join(pipeline["output_dir"], data, "data.jsonl")
     return recipe
+
+
+def concatenate_data(paths: list[str], out: str) -> str:
+    """Concatenate JSONL files into ``out`` (atomically); returns ``out``."""
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out + ".tmp", "w", encoding="utf-8") as f:
+        for path in paths:
+            with open(path, encoding="utf-8") as src:
+                f.writelines(line if line.endswith("\n") else line + "\n" for line in src if line.strip())
+    os.replace(out + ".tmp", out)
+    return out
 
 
 def run_stage(kind: str, recipe_path: str, folder: str) -> None:
