@@ -194,7 +194,25 @@ def run_grpo_stage(argv: list[str], folder: str) -> None:
         args.resume_from_checkpoint = found[-1] if found else None
         GRPOTrainer(model_args, data_args, args).train()
         found = list_checkpoints(folder)
-    export_checkpoint(found[-1], os.path.join(folder, "model"))
+    if int(os.environ.get("RANK", "0")) == 0:  # under accelerate launch: the main process exports
+        export_checkpoint(found[-1], os.path.join(folder, "model"))
+
+
+def launcher_runner(launcher: str) -> Callable[[str, str, str], None]:
+    """A runner that starts ``sft`` and ``grpo`` stages as ``LAUNCHER -m grpo.pipeline KIND RECIPE FOLDER``
+    (e.g. ``accelerate launch --config_file accelerate_configs/ddp.yaml``) and runs the others in this process.
+    Raises ``RuntimeError`` when the launched stage fails."""
+    import shlex
+    import subprocess
+
+    def runner(kind: str, recipe_path: str, folder: str) -> None:
+        if kind not in ("sft", "grpo"):
+            return run_stage(kind, recipe_path, folder)
+        command = [*shlex.split(launcher), "-m", "grpo.pipeline", kind, recipe_path, folder]
+        if subprocess.run(command).returncode != 0:
+            raise RuntimeError(f"stage in {folder} failed: {' '.join(command)}")
+
+    return runner
 
 
 def mark_done(folder: str, info: dict[str, Any]) -> None:
@@ -245,7 +263,16 @@ def pipeline_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="grpo pipeline", description="Run a multi-stage (DeepSeek-R1) pipeline.")
     parser.add_argument("recipe", help="pipeline recipe (YAML with output_dir and stages)")
     parser.add_argument("--only", default=None, help="comma-separated stage names to run (the others are skipped)")
+    parser.add_argument("--launcher", default=None,
+                        help="start sft and grpo stages with this command, e.g. 'accelerate launch --config_file X'")
     ns = parser.parse_args(argv)
-    ran = run_pipeline(ns.recipe, only=ns.only.split(",") if ns.only else None)
+    runner = launcher_runner(ns.launcher) if ns.launcher else run_stage
+    ran = run_pipeline(ns.recipe, runner=runner, only=ns.only.split(",") if ns.only else None)
     print(json.dumps({"ran": ran}))
     return 0
+
+
+if __name__ == "__main__":  # one stage, as started by launcher_runner: python -m grpo.pipeline KIND RECIPE FOLDER
+    import sys
+
+    run_stage(*sys.argv[1:4])

@@ -154,3 +154,29 @@ def test_tiny_pipeline_end_to_end_and_grpo_resume(tmp_path, gsm8k_file, monkeypa
     assert started_at == [1]
     assert json.load(open(run / "rl1" / "checkpoint-2" / "trainer_state.json"))["global_step"] == 2
     assert (run / "rl1" / "model" / "config.json").is_file()
+
+
+def test_launcher_starts_sft_and_grpo_stages_as_commands(tmp_path):
+    import sys
+
+    from grpo.pipeline import launcher_runner
+
+    fake = tmp_path / "fake_launch.py"
+    fake.write_text("import os, sys, json\nargs = sys.argv[1:]\n"
+                    "open(os.path.join(args[-1], 'argv.json'), 'w').write(json.dumps(args))\n"
+                    "os.makedirs(os.path.join(args[-1], 'model'), exist_ok=True)\n"
+                    "sys.exit(int(os.environ.get('FAIL', '0')))\n")
+    path = _pipeline(tmp_path, [{"name": "sft1", "kind": "sft", "overrides": {"dataset_name": "d.jsonl"}},
+                                {"name": "rl1", "kind": "grpo"}])
+    assert run_pipeline(path, runner=launcher_runner(f"{sys.executable} {fake} --num_processes 8")) == ["sft1", "rl1"]
+    folder = str(tmp_path / "run" / "rl1")
+    assert json.load(open(os.path.join(folder, "argv.json"))) == [
+        "--num_processes", "8", "-m", "grpo.pipeline", "grpo", os.path.join(folder, "stage.yaml"), folder]
+    os.environ["FAIL"] = "1"
+    try:
+        os.remove(os.path.join(folder, "DONE"))
+        with pytest.raises(RuntimeError, match="failed"):
+            run_pipeline(path, runner=launcher_runner(f"{sys.executable} {fake}"))
+    finally:
+        del os.environ["FAIL"]
+    assert not os.path.exists(os.path.join(folder, "DONE"))
