@@ -102,3 +102,16 @@ def test_bad_rows_name_the_file_and_line(tmp_path):
         run_cold_start(ColdStartArguments(source_file=str(path), source_format="columns", output_dir=str(tmp_path / "o")))
     with pytest.raises(ValueError, match="source_format"):
         ColdStartArguments(source_format="csv")
+
+
+def test_cli(tmp_path, capsys):
+    from grpo.cli import main
+
+    path = tmp_path / "gsm8k.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in GSM8K_ROWS))
+    recipe = tmp_path / "cold.yaml"
+    recipe.write_text(f"source_file: {path}\nmin_reasoning_words: 5\noutput_dir: {tmp_path / 'out'}\n")
+    assert main(["cold_start", str(recipe), "--max_rows", "2"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[0]) == {
+        "rows_read": 2, "kept": 2, "rejected": {"too_short": 0, "too_long": 0, "language": 0}}
+    assert [json.loads(line)["completion"] for line in open(tmp_path / "out" / "data.jsonl")] == EXPECTED_COMPLETIONS[:2]
