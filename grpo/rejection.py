@@ -146,7 +146,7 @@ def run_sample(model_args: ModelArguments, data_args: DataArguments, args: GRPOA
     from grpo.samplers import SamplingConfig, build_sampler
 
     set_seed(args.seed)
-    model_args.use_peft = False
+    model_args.use_peft = False  # sample from the model as it is (no fresh LoRA adapter)
     tokenizer = load_tokenizer(model_args)
     rows = build_prompt_dataset(data_args, tokenizer).rows[sample.prompt_offset:]
     rows = rows[:sample.num_prompts] if sample.num_prompts is not None else rows
@@ -155,6 +155,7 @@ def run_sample(model_args: ModelArguments, data_args: DataArguments, args: GRPOA
         args.max_completion_length, args.temperature, args.top_p, args.top_k))
     default_source = os.path.basename(data_args.dataset_name.rstrip("/"))
     kept, by_source, k = [], {}, sample.num_samples
+    prefix = THINK_PREFILL if data_args.think_prefill else ""  # stored completions always open <think>
     for start in range(0, len(rows), sample.sample_batch_size):
         chunk = rows[start:start + sample.sample_batch_size]
         rollout = sampler.generate([r["prompt_ids"] for r in chunk], k)
@@ -166,7 +167,6 @@ def run_sample(model_args: ModelArguments, data_args: DataArguments, args: GRPOA
             final = select_completions(texts[group], reasons[group], sample.max_per_prompt)
             source = str(row.get("source") or default_source)
             add_group(by_source.setdefault(source, empty_stats()), final)
-            prefix = THINK_PREFILL if data_args.think_prefill else ""
             kept += [{"problem": row["problem"], "prompt": row["prompt"], "completion": prefix + text,
                       "solution": row["solution"], "source": source, "length": int(n)}
                      for text, n, reason in zip(texts[group], lengths[group], final) if reason is None]
