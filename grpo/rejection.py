@@ -16,7 +16,8 @@ and at most ``max_per_prompt`` completions are kept per prompt (in sampling orde
 (``output_dir``) receives ``data.jsonl`` (``{problem, prompt, completion, solution, source, length}``, read by
 ``grpo sft``; the completion always starts with ``<think>``, also when the prompt pre-filled it) and
 ``stats.json``: per source (the row's ``source`` column, else the data set's name) the prompts, completions,
-accepted completions, acceptance rate, prompts with at least one kept completion, and rejections by reason.
+accepted completions, acceptance rate, prompts with at least one kept completion, rejections by reason (the
+first failed check, or duplicate / over_limit) and failures per check (a completion counts for each it fails).
 Distillation is the same command with a teacher model: ``grpo sft`` re-renders each problem with the
 student's prompt template.
 """
@@ -67,11 +68,15 @@ def normalise(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip().lower()
 
 
-def rejection_reasons(completions: list[str], solutions: list[str], truncated: list[bool], args: SampleArguments,
-                      think_prefilled: bool = False) -> list[str | None]:
-    """The first failed check of each completion (``incorrect``, ``format``, ``truncated``, ``language``,
-    ``repetition``), or None when it passes them all. Duplicates and the per-prompt cap are decided by
-    :func:`select_completions`. ``completions`` are as sampled (without ``<think>\\n`` when ``think_prefilled``)."""
+CHECKS = ("incorrect", "format", "truncated", "language", "repetition")
+
+
+def failed_checks(completions: list[str], solutions: list[str], truncated: list[bool], args: SampleArguments,
+                  think_prefilled: bool = False) -> list[list[str]]:
+    """Every check each completion fails, in the order of ``CHECKS`` (``incorrect``: accuracy reward != 1,
+    ``format``: format reward != 1, ``truncated``: no EOS, ``language``: language consistency below
+    ``min_language_consistency``, ``repetition``: repeated n-gram share above ``max_repetition``); [] = passes.
+    ``completions`` are as sampled (without ``<think>\n`` when ``think_prefilled``)."""
     from rewards import accuracy_reward, format_reward, language_consistency_reward
     from rewards.repetition import repetition_penalty
 
@@ -79,13 +84,20 @@ def rejection_reasons(completions: list[str], solutions: list[str], truncated: l
     formatted = format_reward(completions, strict=args.format_strict, think_prefilled=think_prefilled)
     prefix = "<think>\n" if think_prefilled else ""
     language = language_consistency_reward([prefix + c for c in completions], target_language=args.target_language)
-    reasons = []
+    failed = []
     for i, text in enumerate(completions):
         repeated = -repetition_penalty(text, args.repetition_ngram_size, -1.0)
-        checks = (("incorrect", correct[i] == 1.0), ("format", formatted[i] == 1.0), ("truncated", not truncated[i]),
-                  ("language", language[i] >= args.min_language_consistency), ("repetition", repeated <= args.max_repetition))
-        reasons.append(next((name for name, ok in checks if not ok), None))
-    return reasons
+        passes = (correct[i] == 1.0, formatted[i] == 1.0, not truncated[i],
+                  language[i] >= args.min_language_consistency, repeated <= args.max_repetition)
+        failed.append([name for name, ok in zip(CHECKS, passes) if not ok])
+    return failed
+
+
+def rejection_reasons(completions: list[str], solutions: list[str], truncated: list[bool], args: SampleArguments,
+                      think_prefilled: bool = False) -> list[str | None]:
+    """The first failed check of each completion (see :func:`failed_checks`), or None when it passes them all.
+    Duplicates and the per-prompt cap are decided by :func:`select_completions`."""
+    return [f[0] if f else None for f in failed_checks(completions, solutions, truncated, args, think_prefilled)]
 
 
 def select_completions(completions: list[str], reasons: list[str | None], max_per_prompt: int) -> list[str | None]:
@@ -106,11 +118,12 @@ def select_completions(completions: list[str], reasons: list[str | None], max_pe
 
 def empty_stats() -> dict[str, Any]:
     return {"prompts": 0, "completions": 0, "accepted": 0, "prompts_with_accepted": 0,
-            "rejected": {r: 0 for r in REASONS}}
+            "rejected": {r: 0 for r in REASONS}, "failed": {c: 0 for c in CHECKS}}
 
 
-def add_group(stats: dict[str, Any], final: list[str | None]) -> None:
-    """Count one prompt's ``final`` reasons into ``stats`` (in place)."""
+def add_group(stats: dict[str, Any], final: list[str | None], failed: list[list[str]] | None = None) -> None:
+    """Count one prompt's ``final`` reasons (``rejected``: one reason per completion, the first failed check)
+    and every failed check (``failed``: a completion counts once for each check it fails) into ``stats``."""
     stats["prompts"] += 1
     stats["completions"] += len(final)
     accepted = sum(r is None for r in final)
@@ -119,6 +132,9 @@ def add_group(stats: dict[str, Any], final: list[str | None]) -> None:
     for reason in final:
         if reason is not None:
             stats["rejected"][reason] += 1
+    for checks in failed or []:
+        for check in checks:
+            stats["failed"][check] += 1
 
 
 def finish_stats(by_source: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -127,8 +143,9 @@ def finish_stats(by_source: dict[str, dict[str, Any]]) -> dict[str, Any]:
     for stats in by_source.values():
         for key in ("prompts", "completions", "accepted", "prompts_with_accepted"):
             total[key] += stats[key]
-        for reason, count in stats["rejected"].items():
-            total["rejected"][reason] += count
+        for kind in ("rejected", "failed"):
+            for reason, count in stats[kind].items():
+                total[kind][reason] += count
     out = {**by_source, "all": total}
     for stats in out.values():
         stats["acceptance_rate"] = stats["accepted"] / stats["completions"] if stats["completions"] else 0.0
@@ -160,13 +177,14 @@ def run_sample(model_args: ModelArguments, data_args: DataArguments, args: GRPOA
         chunk = rows[start:start + sample.sample_batch_size]
         rollout = sampler.generate([r["prompt_ids"] for r in chunk], k)
         texts, lengths = rollout.completions, rollout.completion_mask.sum(1).tolist()  # [B*K], [B*K] tokens
-        reasons = rejection_reasons(texts, [r["solution"] for r in chunk for _ in range(k)], rollout.truncated.tolist(),
-                                    sample, data_args.think_prefill)
+        failed = failed_checks(texts, [r["solution"] for r in chunk for _ in range(k)], rollout.truncated.tolist(),
+                               sample, data_args.think_prefill)
+        reasons = [f[0] if f else None for f in failed]
         for b, row in enumerate(chunk):
             group = slice(b * k, (b + 1) * k)
             final = select_completions(texts[group], reasons[group], sample.max_per_prompt)
             source = str(row.get("source") or default_source)
-            add_group(by_source.setdefault(source, empty_stats()), final)
+            add_group(by_source.setdefault(source, empty_stats()), final, failed[group])
             kept += [{"problem": row["problem"], "prompt": row["prompt"], "completion": prefix + text,
                       "solution": row["solution"], "source": source, "length": int(n)}
                      for text, n, reason in zip(texts[group], lengths[group], final) if reason is None]

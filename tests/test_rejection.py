@@ -88,6 +88,10 @@ def test_run_sample_writes_exactly_the_kept_completions(tmp_path, monkeypatch):
                                       "duplicate": 1, "over_limit": 1}
     assert stats["b"]["accepted"] == 0 and stats["b"]["prompts_with_accepted"] == 0
     assert stats["b"]["rejected"]["incorrect"] == 5 and stats["b"]["rejected"]["format"] == 4
+    # every failed check is counted too: the empty truncated completion fails four of them
+    assert stats["a"]["failed"] == {"incorrect": 1, "format": 1, "truncated": 1, "language": 1, "repetition": 1}
+    assert stats["b"]["failed"] == {"incorrect": 5, "format": 5, "truncated": 1, "language": 1, "repetition": 0}
+    assert stats["all"]["failed"]["format"] == 6
     assert stats["all"]["completions"] == 18 and stats["all"]["acceptance_rate"] == pytest.approx(2 / 18)
 
 
