@@ -1,4 +1,4 @@
-"""The ``grpo`` command: ``grpo train``, ``grpo export``, ``grpo score``."""
+"""The ``grpo`` command: ``grpo train``, ``export``, ``eval``, ``score``, ``sft``, ``cold_start``, ``sample``, ``pipeline``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,10 @@ commands:
   eval RECIPE.yaml --model PATH           held-out accuracy with the recipe's data, template and rewards
   eval --model PATH --benchmarks a,b      benchmarks with test-time compute: pass@k, maj@k, best-of-N, budgets
   score FILE --rewards a,b               score a JSONL of completions with reward functions
+  sft RECIPE.yaml [--field value ...]     supervised fine-tuning (trl SFTTrainer), loss on completions only
+  cold_start [RECIPE.yaml] [--field ...]  readable <think>/<answer> SFT data from GSM8K or (problem, reasoning, answer)
+  sample RECIPE.yaml [--field value ...]  rejection sampling (or a teacher's traces) into SFT data + statistics
+  pipeline RECIPE.yaml [--only a,b]       multi-stage DeepSeek-R1 pipeline; finished stages are skipped
 """
 
 
@@ -49,7 +53,32 @@ def eval_main(argv: list[str]) -> int:
     return run(argv)
 
 
-COMMANDS = {"train": train_main, "export": export_main, "eval": eval_main, "score": score_main}
+def sft_main(argv: list[str]) -> int:
+    from grpo.sft import sft_main as run
+
+    return run(argv)
+
+
+def cold_start_main(argv: list[str]) -> int:
+    from grpo.cold_start import cold_start_main as run
+
+    return run(argv)
+
+
+def sample_main(argv: list[str]) -> int:
+    from grpo.rejection import sample_main as run
+
+    return run(argv)
+
+
+def pipeline_main(argv: list[str]) -> int:
+    from grpo.pipeline import pipeline_main as run
+
+    return run(argv)
+
+
+COMMANDS = {"train": train_main, "export": export_main, "eval": eval_main, "score": score_main, "sft": sft_main,
+            "cold_start": cold_start_main, "sample": sample_main, "pipeline": pipeline_main}
 
 
 def main(argv: list[str] | None = None) -> int:
