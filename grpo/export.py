@@ -67,6 +67,14 @@ def export_checkpoint(checkpoint: str, out_dir: str) -> str:
         if not os.path.exists(os.path.join(checkpoint, required)):
             raise FileNotFoundError(f"{checkpoint} is not a grpo checkpoint: {required} is missing")
     model, tokenizer = load_checkpoint_model(checkpoint)
+    return save_standalone(model, tokenizer, out_dir)
+
+
+def save_standalone(model, tokenizer, out_dir: str) -> str:
+    """Save ``model`` (a peft model is merged first) with its tokenizer (left padding) as a transformers
+    folder: written into a temp folder beside ``out_dir`` and renamed, replacing an existing ``out_dir``."""
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
     tokenizer.padding_side = "left"
     if model.generation_config is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id

@@ -22,13 +22,12 @@ distribution applies (the same accelerate configs as ``grpo train``).
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
 from grpo.config import DataArguments, JsonDict, ModelArguments, REPORT_TO
 from grpo.data import PROMPT_COLUMNS, THINK_PREFILL, load_rows, render_prompt
+from grpo.export import save_standalone
 
 
 def _help(text: str, **kwargs: Any) -> Any:
@@ -156,25 +155,6 @@ def run_sft(model_args: ModelArguments, data_args: DataArguments, args: SFTArgum
     if not trainer.is_world_process_zero():
         return os.path.join(args.output_dir, "model")
     return save_standalone(trainer.model, tokenizer, os.path.join(args.output_dir, "model"))
-
-
-def save_standalone(model, tokenizer, out_dir: str) -> str:
-    """Save ``model`` (a LoRA model is merged first) with its tokenizer as a transformers folder, atomically."""
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    tokenizer.padding_side = "left"
-    parent = os.path.dirname(os.path.abspath(out_dir))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tmp-model-", dir=parent)
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        if os.path.exists(out_dir):
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
 
 
 def parse_sft_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, SFTArguments]:
