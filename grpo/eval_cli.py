@@ -179,7 +179,8 @@ def benchmark_main(argv: list[str]) -> int:
         accepted = reward_settings(REWARDS[bench.reward])
         kwargs = {"timeout_seconds": settings.timeout_seconds} if "timeout_seconds" in accepted else {}
         correctness[bench.name] = get_reward_funcs([bench.reward], {bench.reward: kwargs})[0]
-    verifiers = {spec: build_verifier(spec, model=model, tokenizer=tokenizer) for spec in ns.verifiers}
+    verifiers = {spec: build_verifier(spec, model=model, tokenizer=tokenizer,
+                                                 think_prefilled=data_args.think_prefill) for spec in ns.verifiers}
     sampler = build_sampler(resolve_sampler_name(ns.sampler), model, tokenizer, settings.sampling_config())
     records = run_benchmarks(sampler, tokenizer, rows, correctness, verifiers, settings, samples_path)
     paths = write_outputs(out_dir, records, run)

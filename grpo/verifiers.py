@@ -44,23 +44,27 @@ def register_verifier(kind: str):
     return decorator
 
 
-def build_verifier(spec: str, *, model=None, tokenizer=None) -> Verifier:
+def build_verifier(spec: str, *, model=None, tokenizer=None, think_prefilled: bool = False) -> Verifier:
     """The verifier for ``spec`` = ``kind`` or ``kind:arg`` (``reward:format``, ``rm:PATH``, ``self``);
-    ``model``/``tokenizer``: the policy (for ``self``). Raises ``ValueError`` for an unknown kind."""
+    ``model``/``tokenizer``: the policy (for ``self``); ``think_prefilled``: the prompt template opens ``<think>``
+    (bound into rewards that take it, as the trainer does). Raises ``ValueError`` for an unknown kind."""
     kind, _, arg = spec.partition(":")
     if kind not in VERIFIERS:
         raise ValueError(f"unknown verifier {spec!r}; kinds: {sorted(VERIFIERS)} (e.g. reward:format, rm:PATH, self)")
-    return VERIFIERS[kind](arg, model=model, tokenizer=tokenizer)
+    return VERIFIERS[kind](arg, model=model, tokenizer=tokenizer, think_prefilled=think_prefilled)
 
 
 @register_verifier("reward")
-def reward_verifier(name: str, **_: Any) -> Verifier:
-    """A reward function as a verifier: ``f(completions, **columns)``; ``problems`` reach it as ``prompts``."""
-    from rewards import get_reward_funcs
+def reward_verifier(name: str, *, think_prefilled: bool = False, **_: Any) -> Verifier:
+    """A reward function as a verifier: ``f(completions, **columns)``; ``problems`` reach it as ``prompts``.
+    ``think_prefilled`` is bound when the reward takes it (format rewards), as in training."""
+    from rewards import REWARDS, get_reward_funcs
+    from rewards.registry import reward_settings
 
     if not name:
         raise ValueError("a reward verifier needs a reward name: reward:<name>")
-    (func,) = get_reward_funcs([name])
+    takes = name in REWARDS and "think_prefilled" in reward_settings(REWARDS[name])
+    (func,) = get_reward_funcs([name], {name: {"think_prefilled": think_prefilled}} if takes else None)
 
     def verify(problems: Sequence[str], completions: Sequence[str], columns: dict[str, list]) -> list:
         return func(list(completions), **{"prompts": list(problems), **columns})

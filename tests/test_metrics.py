@@ -127,6 +127,14 @@ def test_best_of_n_with_a_reward_function_verifier():
     assert best_of_n(scores, accuracy_reward(reordered, solution=["5"] * 4), 4) == 1.0
 
 
+def test_reward_verifier_reads_completions_of_a_think_prefilled_template():
+    # The prompt already opens <think>: the completion starts inside the thinking block, as in training.
+    completions = ["add them\n</think>\n<answer>\n5\n</answer>", "<think>\nadd them\n</think>\n<answer>\n5\n</answer>"]
+    columns = {"solution": ["5"] * 2}
+    assert build_verifier("reward:format", think_prefilled=True)(["q"] * 2, completions, columns)[0] == 1.0
+    assert build_verifier("reward:format")(["q"] * 2, completions, columns) == [0.0, 1.0]
+
+
 def tiny_reward_model(tokenizer, num_labels=1):
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
