@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+from collections.abc import Callable
 
 USAGE = """usage: grpo <command> [args]
 
@@ -41,44 +43,19 @@ def export_main(argv: list[str]) -> int:
     return 0
 
 
-def score_main(argv: list[str]) -> int:
-    from rewards.score import main
-
-    return main(argv)
-
-
-def eval_main(argv: list[str]) -> int:
-    from grpo.evaluate import eval_main as run
-
-    return run(argv)
+# Subcommands implemented elsewhere, imported only when run (``module:function``, called with the arguments).
+COMMANDS = {"train": train_main, "export": export_main, "eval": "grpo.evaluate:eval_main", "score": "rewards.score:main",
+            "sft": "grpo.sft:sft_main", "cold_start": "grpo.cold_start:cold_start_main",
+            "sample": "grpo.rejection:sample_main", "pipeline": "grpo.pipeline:pipeline_main"}
 
 
-def sft_main(argv: list[str]) -> int:
-    from grpo.sft import sft_main as run
-
-    return run(argv)
-
-
-def cold_start_main(argv: list[str]) -> int:
-    from grpo.cold_start import cold_start_main as run
-
-    return run(argv)
-
-
-def sample_main(argv: list[str]) -> int:
-    from grpo.rejection import sample_main as run
-
-    return run(argv)
-
-
-def pipeline_main(argv: list[str]) -> int:
-    from grpo.pipeline import pipeline_main as run
-
-    return run(argv)
-
-
-COMMANDS = {"train": train_main, "export": export_main, "eval": eval_main, "score": score_main, "sft": sft_main,
-            "cold_start": cold_start_main, "sample": sample_main, "pipeline": pipeline_main}
+def command(name: str) -> Callable[[list[str]], int]:
+    """The function of subcommand ``name`` (it takes the argument list, returns the exit code)."""
+    target = COMMANDS[name]
+    if callable(target):
+        return target
+    module, function = target.split(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         print(USAGE, file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
-    return COMMANDS[argv[0]](argv[1:])
+    return command(argv[0])(argv[1:])
 
 
 if __name__ == "__main__":

@@ -301,8 +301,9 @@ def _parse_json(name: str, text: str) -> dict:
 CONFIG_CLASSES = (ModelArguments, DataArguments, GRPOArguments)
 
 
-def parse_config(argv: list[str]) -> tuple[ModelArguments, DataArguments, GRPOArguments]:
-    """Parse ``[RECIPE.yaml] [--config RECIPE.yaml] [--field value ...]`` into the three dataclasses.
+def parse_config(argv: list[str], classes: tuple[type, ...] = CONFIG_CLASSES) -> tuple[Any, ...]:
+    """Parse ``[RECIPE.yaml] [--config RECIPE.yaml] [--field value ...]`` into the dataclasses ``classes``
+    (default: model, data and GRPO arguments; ``grpo sft`` passes its own third class).
 
     The recipe's values replace the defaults and flags replace the recipe's. Raises ``ValueError``
     (from the dataclass checks) or exits with argparse's message on unknown flags or keys.
@@ -316,7 +317,7 @@ def parse_config(argv: list[str]) -> tuple[ModelArguments, DataArguments, GRPOAr
         path = argv[argv.index("--config") + 1]
         if not os.path.isfile(path):
             raise FileNotFoundError(f"recipe not found: {path}")
-    parser = TrlParser(CONFIG_CLASSES)
+    parser = TrlParser(classes)
     return tuple(parser.parse_args_and_config(argv))  # type: ignore[return-value]
 
 

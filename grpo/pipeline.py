@@ -164,21 +164,12 @@ def concatenate_data(paths: list[str], out: str) -> str:
 
 def run_stage(kind: str, recipe_path: str, folder: str) -> None:
     """Run one stage from its resolved recipe file; a ``grpo`` stage resumes from its newest checkpoint."""
-    argv = [recipe_path]
-    if kind == "cold_start":
-        from grpo.cold_start import cold_start_main
+    if kind == "grpo":
+        run_grpo_stage([recipe_path], folder)
+    else:  # cold_start, sft, sample: the grpo subcommand of that name
+        from grpo.cli import command
 
-        cold_start_main(argv)
-    elif kind == "sft":
-        from grpo.sft import sft_main
-
-        sft_main(argv)
-    elif kind == "sample":
-        from grpo.rejection import sample_main
-
-        sample_main(argv)
-    else:
-        run_grpo_stage(argv, folder)
+        command(kind)([recipe_path])
 
 
 def run_grpo_stage(argv: list[str], folder: str) -> None:
@@ -217,10 +208,9 @@ def launcher_runner(launcher: str) -> Callable[[str, str, str], None]:
 
 def mark_done(folder: str, info: dict[str, Any]) -> None:
     """Write the ``DONE`` marker atomically (temporary file, then rename)."""
-    tmp = os.path.join(folder, f".{DONE}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(info, f, indent=2)
-    os.replace(tmp, os.path.join(folder, DONE))
+    from grpo.cold_start import write_json
+
+    write_json(os.path.join(folder, DONE), info)
 
 
 def run_pipeline(path: str, runner: Callable[[str, str, str], None] = run_stage, only: list[str] | None = None) -> list[str]:

@@ -25,7 +25,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from grpo.config import DataArguments, JsonDict, ModelArguments, REPORT_TO
+from grpo.config import DataArguments, JsonDict, ModelArguments, REPORT_TO, parse_config
 from grpo.data import PROMPT_COLUMNS, THINK_PREFILL, load_rows, render_prompt
 from grpo.export import save_standalone
 
@@ -158,13 +158,8 @@ def run_sft(model_args: ModelArguments, data_args: DataArguments, args: SFTArgum
 
 
 def parse_sft_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, SFTArguments]:
-    """``[RECIPE.yaml] [--field value ...]`` into the three dataclasses (trl's TrlParser, as ``grpo train``)."""
-    from trl import TrlParser
-
-    argv = ["--config", argv[0], *argv[1:]] if argv and not argv[0].startswith("-") else list(argv)
-    if "--config" in argv and not os.path.isfile(argv[argv.index("--config") + 1]):
-        raise FileNotFoundError(f"recipe not found: {argv[argv.index('--config') + 1]}")
-    return tuple(TrlParser((ModelArguments, DataArguments, SFTArguments)).parse_args_and_config(argv))  # type: ignore
+    """``[RECIPE.yaml] [--field value ...]`` into the three dataclasses, parsed as ``grpo train`` parses."""
+    return parse_config(argv, (ModelArguments, DataArguments, SFTArguments))  # type: ignore[return-value]
 
 
 def sft_main(argv: list[str]) -> int:
