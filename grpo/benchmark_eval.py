@@ -137,6 +137,54 @@ def score_batch(rows: list[dict], generations: list[list[Generation]], correctne
     return records
 
 
+def rescore_record(record: dict, row: dict, verifiers: dict[str, Verifier], tokenizer) -> dict:
+    """``record`` (a full one, with completion texts) with its samples' ``scores`` replaced by ``verifiers``'
+    scores and its metrics recomputed from the stored verdicts and answer classes. ``completion_ids`` reach
+    the verifiers re-encoded from the stored text (the sampled ids are not stored)."""
+    samples = record["samples"]
+    n, completions = len(samples), [s["completion"] for s in samples]
+    columns = {key: [row.get(key)] * n for key in row if key not in SKIPPED_COLUMNS}
+    columns.update(prompts=[row["prompt"]] * n, truncated=[s["truncated"] for s in samples],
+                   completion_ids=[tokenizer(c, add_special_tokens=False)["input_ids"] for c in completions])
+    scores = {name: verify([row["problem"]] * n, completions, columns) for name, verify in verifiers.items()}
+    for i, s in enumerate(samples):
+        s["scores"] = {name: v[i] for name, v in scores.items()}
+    verdicts = [s["correct"] for s in samples]
+    if all(v is not None for v in verdicts):
+        record["metrics"] = problem_metrics([float(v) for v in verdicts], [s["class"] for s in samples], scores,
+                                            k_values(n))
+    return record
+
+
+def rescore(samples_path: str, rows_by_benchmark: dict[str, list[dict]], verifiers: dict[str, Verifier],
+            tokenizer) -> list[dict]:
+    """Score the stored completions of ``samples_path`` again with ``verifiers`` (:func:`rescore_record`),
+    without sampling: for a verifier added, or fixed, after an expensive run. The file is rewritten through a
+    temporary file and a rename, so a crash leaves the old one whole. Returns the records without completion
+    texts (:func:`light`). Raises ``ValueError`` naming FILE:LINE when a record's problem is not among
+    ``rows_by_benchmark`` (run with other ``--benchmarks``, ``--limit`` or ``--levels``)."""
+    rows = {(name, r["index"]): r for name, rs in rows_by_benchmark.items() for r in rs}
+    records, tmp = [], samples_path + ".rescore.tmp"
+    try:
+        with open(samples_path, encoding="utf-8") as src, open(tmp, "w", encoding="utf-8") as sink:
+            for line_no, line in enumerate(src, 1):
+                if not line.strip():
+                    continue
+                record = json.loads(line)
+                row = rows.get((record["benchmark"], record["index"]))
+                if row is None:
+                    raise ValueError(f"{samples_path}:{line_no}: problem {record['index']} of {record['benchmark']} "
+                                     "is not among the selected problems (other --benchmarks, --limit, --levels?)")
+                record = rescore_record(record, row, verifiers, tokenizer)
+                sink.write(json.dumps(record) + "\n")
+                records.append(light(record))
+    except BaseException:
+        os.remove(tmp)
+        raise
+    os.replace(tmp, samples_path)
+    return records
+
+
 def record_key(record: dict) -> tuple:
     return record["benchmark"], record["budget"], record["index"]
 

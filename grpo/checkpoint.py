@@ -113,9 +113,25 @@ def publish(tmp: str, output_dir: str, step: int, keep: int | None = None) -> st
     return final
 
 
+def write_json(path: str, value: Any) -> None:
+    """Write ``value`` as indented JSON atomically (a temporary file beside ``path``, then a rename)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(value, f, indent=2)
+    os.replace(tmp, path)
+
+
+def write_jsonl(path: str, rows: list[dict]) -> None:
+    """Write ``rows`` as JSONL atomically (a temporary file beside ``path``, then a rename), creating the folder."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    os.replace(tmp, path)
+
+
 def write_trainer_state(folder: str, state: dict[str, Any]) -> None:
-    with open(os.path.join(folder, "trainer_state.json"), "w") as f:
-        json.dump(state, f, indent=2)
+    write_json(os.path.join(folder, "trainer_state.json"), state)
 
 
 def read_trainer_state(folder: str) -> dict[str, Any]:

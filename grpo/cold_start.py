@@ -26,6 +26,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
+from grpo.checkpoint import write_json, write_jsonl
 from grpo.data import extract_gold, read_jsonl
 
 CALCULATOR_RE = re.compile(r"<<[^<>]*>>")
@@ -133,23 +134,6 @@ def build_cold_start(rows: Iterable[tuple[str, dict[str, Any]]], args: ColdStart
                      "completion": r1_completion(reasoning, answer), "solution": answer,
                      "source": os.path.basename(args.source_file)})
     return kept, {"rows_read": read, "kept": len(kept), "rejected": rejected}
-
-
-def write_jsonl(path: str, rows: list[dict]) -> None:
-    """Write ``rows`` as JSONL atomically (temporary file, then rename)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    os.replace(tmp, path)
-
-
-def write_json(path: str, value: Any) -> None:
-    """Write ``value`` as indented JSON atomically."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2)
-    os.replace(tmp, path)
 
 
 def run_cold_start(args: ColdStartArguments) -> str:

@@ -6,6 +6,8 @@ thinking budgets), written to an output folder (see :mod:`grpo.benchmark_eval` a
 
 A recipe, when given, supplies the model, the prompt template and ``max_completion_length``; flags override it.
 Re-running with the same ``--out_dir`` resumes: problems already in ``samples.jsonl`` are not sampled again.
+``--rescore`` samples nothing and scores the stored completions again with ``--verifiers`` (a verifier added
+after the run), then rewrites the summary, table and plots.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 
 from grpo.benchmark_eval import EvalSettings, run_benchmarks
 from grpo.benchmarks import load_benchmarks, resolve_benchmark
+from grpo.checkpoint import write_json
 from grpo.config import DataArguments, ModelArguments, PROMPT_TEMPLATES
 from grpo.eval_report import markdown_table, summarize, write_outputs
 
@@ -75,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of local benchmark files (default: ../shared/data, else the hub)")
     p.add_argument("--out_dir", default=None, help="output folder (default: outputs/eval/<model name>)")
     p.add_argument("--overwrite", action="store_true", help="start over instead of resuming from out_dir")
+    p.add_argument("--rescore", action="store_true",
+                   help="sample nothing: score the completions stored in out_dir again with --verifiers")
     g = p.add_argument_group("prompt template (as in training; default: the recipe's)")
     g.add_argument("--prompt_template", choices=PROMPT_TEMPLATES, default=None)
     g.add_argument("--system_prompt", default=None)
@@ -125,10 +130,14 @@ def settings_from(ns: argparse.Namespace, max_len: int) -> EvalSettings:
         wait_text=ns.wait_text, batch_size=ns.batch_size, timeout_seconds=ns.timeout_seconds, seed=ns.seed)
 
 
-def prepare_out_dir(out_dir: str, run: dict, overwrite: bool) -> str:
+def prepare_out_dir(out_dir: str, run: dict, overwrite: bool, rescore: bool = False) -> str:
     """Create ``out_dir`` and write ``run.json`` (the run's settings); return the samples path. Resuming
-    needs the same settings but those in ``NOT_IN_FINGERPRINT``: raises ``ValueError`` naming the fields
-    that differ (unless ``overwrite``, which starts over)."""
+    needs the same settings but those in ``NOT_IN_FINGERPRINT`` (and ``verifiers`` when ``rescore``): raises
+    ``ValueError`` naming the fields that differ (unless ``overwrite``, which starts over), or
+    ``FileNotFoundError`` when ``rescore`` finds no samples."""
+    if rescore and (overwrite or not os.path.isfile(os.path.join(out_dir, SAMPLES_FILE))):
+        raise FileNotFoundError(f"--rescore needs the samples of an earlier run in {out_dir}/{SAMPLES_FILE} "
+                                "(and no --overwrite)")
     os.makedirs(out_dir, exist_ok=True)
     samples, run_path = os.path.join(out_dir, SAMPLES_FILE), os.path.join(out_dir, RUN_FILE)
     if overwrite and os.path.exists(samples):
@@ -136,12 +145,12 @@ def prepare_out_dir(out_dir: str, run: dict, overwrite: bool) -> str:
     if os.path.exists(samples) and os.path.exists(run_path):
         with open(run_path) as f:
             old = json.load(f)
-        changed = sorted(k for k in set(old) | set(run) if k not in NOT_IN_FINGERPRINT and old.get(k) != run.get(k))
+        free = (*NOT_IN_FINGERPRINT, "verifiers") if rescore else NOT_IN_FINGERPRINT
+        changed = sorted(k for k in set(old) | set(run) if k not in free and old.get(k) != run.get(k))
         if changed:
             raise ValueError(f"{out_dir} holds a run with other settings ({', '.join(changed)}); "
                              f"pass --overwrite or another --out_dir")
-    with open(run_path, "w") as f:
-        json.dump(run, f, indent=2)
+    write_json(run_path, run)
     return samples
 
 
@@ -153,11 +162,10 @@ def _dtype(name: str) -> torch.dtype:
 
 def benchmark_main(argv: list[str]) -> int:
     """Run ``grpo eval --benchmarks ...``; prints the Markdown table and the paths written."""
+    from grpo.benchmark_eval import rescore
     from grpo.model import load_policy, load_tokenizer
     from grpo.samplers import build_sampler, resolve_sampler_name
     from grpo.verifiers import build_verifier
-    from rewards import get_reward_funcs
-    from rewards.registry import REWARDS, reward_settings
 
     ns = build_parser().parse_args(argv)
     model_args, data_args, max_len = resolve_configs(ns)
@@ -168,22 +176,36 @@ def benchmark_main(argv: list[str]) -> int:
     run = {"model": name, "dtype": ns.dtype, "verifiers": ns.verifiers, "benchmarks": [b.name for b in benchmarks],
            "limit": ns.limit, "levels": ns.levels, **{k: getattr(data_args, k) for k in TEMPLATE_FIELDS},
            **asdict(settings)}
-    samples_path = prepare_out_dir(out_dir, run, ns.overwrite)
+    samples_path = prepare_out_dir(out_dir, run, ns.overwrite, rescore=ns.rescore)
     torch.manual_seed(settings.seed)
     tokenizer = load_tokenizer(model_args)
+    needs_model = not ns.rescore or any(not spec.startswith("reward:") for spec in ns.verifiers)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = load_policy(model_args, _dtype(ns.dtype)).to(device).eval()
+    model = load_policy(model_args, _dtype(ns.dtype)).to(device).eval() if needs_model else None
     rows = load_benchmarks(ns.benchmarks, tokenizer, data_args, data_dir=ns.data_dir, limit=ns.limit, levels=ns.levels)
-    correctness = {}
-    for bench in benchmarks:
-        accepted = reward_settings(REWARDS[bench.reward])
-        kwargs = {"timeout_seconds": settings.timeout_seconds} if "timeout_seconds" in accepted else {}
-        correctness[bench.name] = get_reward_funcs([bench.reward], {bench.reward: kwargs})[0]
     verifiers = {spec: build_verifier(spec, model=model, tokenizer=tokenizer,
-                                                 think_prefilled=data_args.think_prefill) for spec in ns.verifiers}
-    sampler = build_sampler(resolve_sampler_name(ns.sampler), model, tokenizer, settings.sampling_config())
-    records = run_benchmarks(sampler, tokenizer, rows, correctness, verifiers, settings, samples_path)
+                                      think_prefilled=data_args.think_prefill) for spec in ns.verifiers}
+    if ns.rescore:
+        records = rescore(samples_path, rows, verifiers, tokenizer)
+    else:
+        sampler = build_sampler(resolve_sampler_name(ns.sampler), model, tokenizer, settings.sampling_config())
+        records = run_benchmarks(sampler, tokenizer, rows, correctness_rewards(benchmarks, settings), verifiers,
+                                 settings, samples_path)
     paths = write_outputs(out_dir, records, run)
     print(markdown_table(summarize(records)))
     print(json.dumps({"samples": samples_path, **paths}), file=sys.stderr)
     return 0
+
+
+def correctness_rewards(benchmarks: list, settings: EvalSettings) -> dict:
+    """``{benchmark name: reward}``: each benchmark's correctness reward (TRL convention, 1.0 = correct), with
+    the math-verify time limit of ``settings`` where the reward takes one."""
+    from rewards import get_reward_funcs
+    from rewards.registry import REWARDS, reward_settings
+
+    out = {}
+    for bench in benchmarks:
+        kwargs = {"timeout_seconds": settings.timeout_seconds} if "timeout_seconds" in reward_settings(
+            REWARDS[bench.reward]) else {}
+        out[bench.name] = get_reward_funcs([bench.reward], {bench.reward: kwargs})[0]
+    return out

@@ -7,10 +7,10 @@ samples (see :func:`grpo.metrics.length_stats`) and thinking statistics.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 
+from grpo.checkpoint import write_json
 from grpo.metrics import length_stats
 
 SUMMARY_FILE, TABLE_FILE = "summary.json", "summary.md"
@@ -150,8 +150,7 @@ def write_outputs(out_dir: str, records: list[dict], settings: dict) -> dict[str
     results = summarize(records)
     paths = {"summary": os.path.join(out_dir, SUMMARY_FILE), "table": os.path.join(out_dir, TABLE_FILE),
              "k_plot": os.path.join(out_dir, K_PLOT)}
-    with open(paths["summary"], "w", encoding="utf-8") as f:
-        json.dump({"settings": settings, "results": results}, f, indent=2)
+    write_json(paths["summary"], {"settings": settings, "results": results})
     with open(paths["table"], "w", encoding="utf-8") as f:
         f.write(markdown_table(results))
     plot_accuracy_vs_k(results, paths["k_plot"])

@@ -208,7 +208,7 @@ def launcher_runner(launcher: str) -> Callable[[str, str, str], None]:
 
 def mark_done(folder: str, info: dict[str, Any]) -> None:
     """Write the ``DONE`` marker atomically (temporary file, then rename)."""
-    from grpo.cold_start import write_json
+    from grpo.checkpoint import write_json
 
     write_json(os.path.join(folder, DONE), info)
 

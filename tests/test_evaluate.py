@@ -388,3 +388,58 @@ def test_count_thinking_tokens(tokenizer):
     assert ids == encode(tokenizer, think) + encode(tokenizer, rest)  # the boundary falls between tokens here
     assert count_thinking_tokens(tokenizer, ids, think + rest) == len(encode(tokenizer, think))
     assert count_thinking_tokens(tokenizer, ids[:4], tokenizer.decode(ids[:4])) == 4  # no tag: all tokens
+
+
+def test_rescore_replaces_scores_and_recomputes_best_of_n(tmp_path, tokenizer):
+    from grpo.benchmark_eval import rescore
+    from grpo.verifiers import build_verifier
+
+    good, bad = "<think>\nsum\n</think>\n<answer>\n3\n</answer>", "the answer is 3"
+    samples = lambda texts, correct: [  # noqa: E731
+        {"completion": t, "answer": "3", "correct": c, "class": 0 if c else 1, "tokens": 5, "thinking_tokens": None,
+         "truncated": False, "waits": 0, "forced_close": False, "scores": {"reward:format": 0.0}}
+        for t, c in zip(texts, correct)]
+    # problem 0: the well-formatted sample is the correct one; problem 1: it is the wrong one
+    records = [{"benchmark": "b", "budget": None, "index": i, "problem": "1+2?", "gold": "3", "majority_answer": "3",
+                "metrics": {"stale": 1.0}, "samples": samples(texts, correct)}
+               for i, (texts, correct) in enumerate([([bad, good], [0.0, 1.0]), ([good, bad], [0.0, 1.0])])]
+    path = tmp_path / "samples.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    rows = {"b": [{"benchmark": "b", "index": i, "problem": "1+2?", "prompt": "P", "solution": "3"} for i in (0, 1)]}
+    verifiers = {"reward:format": build_verifier("reward:format")}
+
+    out = rescore(str(path), rows, verifiers, tokenizer)
+    stored = read_jsonl(path)
+    assert [[s["scores"] for s in r["samples"]] for r in stored] == [
+        [{"reward:format": 0.0}, {"reward:format": 1.0}], [{"reward:format": 1.0}, {"reward:format": 0.0}]]
+    assert [r["metrics"]["bon@2/reward:format"] for r in stored] == [1.0, 0.0]  # best-of-2 picks the formatted one
+    assert [r["metrics"]["pass@2"] for r in stored] == [1.0, 1.0] and "stale" not in stored[0]["metrics"]
+    assert [s["completion"] for s in stored[1]["samples"]] == [good, bad]  # texts and verdicts kept
+    assert [r["metrics"] for r in out] == [r["metrics"] for r in stored] and "completion" not in out[0]["samples"][0]
+
+    before = path.read_text()
+    with pytest.raises(ValueError, match=r"samples.jsonl:2: problem 1 of b"):
+        rescore(str(path), {"b": rows["b"][:1]}, verifiers, tokenizer)
+    assert path.read_text() == before and os.listdir(tmp_path) == ["samples.jsonl"]  # old file whole, no temp left
+
+
+@needs_data
+def test_grpo_eval_rescore_reproduces_the_run_and_refuses_other_settings(tmp_path):
+    out = tmp_path / "eval"
+    argv = ["eval", "--model", "tiny-random-llama", "--benchmarks", "gsm8k", "--limit", "2", "--num_samples", "2",
+            "--max_completion_length", "6", "--out_dir", str(out)]
+    with pytest.raises(FileNotFoundError, match="--rescore needs"):
+        main([*argv, "--rescore"])
+    assert main([*argv, "--verifiers", "reward:format"]) == 0
+    sampled = read_jsonl(out / "samples.jsonl")
+    assert main([*argv, "--verifiers", "reward:format", "--rescore"]) == 0  # same verifier: the same file
+    assert read_jsonl(out / "samples.jsonl") == sampled
+    assert main([*argv, "--verifiers", "self", "--rescore"]) == 0  # a verifier added after the run
+    rescored = read_jsonl(out / "samples.jsonl")
+    assert all(set(s["scores"]) == {"self"} and 0.0 < s["scores"]["self"] < 1.0 for r in rescored for s in r["samples"])
+    assert all(set(r["metrics"]) == {"pass@1", "pass@2", "maj@1", "maj@2", "bon@1/self", "bon@2/self"} for r in rescored)
+    strip = lambda rs: [[{k: v for k, v in s.items() if k != "scores"} for s in r["samples"]] for r in rs]  # noqa: E731
+    assert strip(rescored) == strip(sampled)
+    assert "bon@K self" in (out / "summary.md").read_text()
+    with pytest.raises(ValueError, match="temperature"):
+        main([*argv, "--temperature", "1.0", "--rescore"])
