@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--close_text", type=_escaped, default="\n</think>\n", help="inserted at the cap (\\n for a newline)")
     g = p.add_argument_group("verifiers and engine")
     g.add_argument("--verifiers", type=_csv, default=[], help="best-of-N verifiers: reward:<name>, rm:<path>, self")
+    g.add_argument("--reward_kwargs", type=json.loads, default=None,
+                   help='settings of reward verifiers as JSON, e.g. \'{"format": {"strict": false}}\' (default: the recipe\'s)')
     g.add_argument("--sampler", choices=("auto", "hf", "vllm"), default="auto", help="auto: vllm on a GPU if installed, else hf")
     g.add_argument("--batch_size", type=int, default=64, help="sequences (problems x K) per generate call")
     g.add_argument("--dtype", choices=("auto", *DTYPES), default="auto",
@@ -105,21 +107,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def resolve_configs(ns: argparse.Namespace) -> tuple[ModelArguments, DataArguments, int]:
-    """Model and data arguments and ``max_completion_length``: the recipe's (or the defaults), then the flags."""
+def resolve_configs(ns: argparse.Namespace) -> tuple[ModelArguments, DataArguments, int, dict]:
+    """Model and data arguments, ``max_completion_length`` and the reward verifiers' settings (``reward_kwargs``):
+    the recipe's (or the defaults), then the flags."""
     if ns.recipe:
         from grpo.config import parse_config
 
         model_args, data_args, args = parse_config([ns.recipe])
-        max_len = args.max_completion_length
+        max_len, reward_kwargs = args.max_completion_length, args.reward_kwargs
     else:
-        model_args, data_args, max_len = ModelArguments(), DataArguments(), 1024
+        model_args, data_args, max_len, reward_kwargs = ModelArguments(), DataArguments(), 1024, {}
+    if ns.reward_kwargs is not None:
+        reward_kwargs = ns.reward_kwargs
     if ns.model:
         model_args.model_name_or_path = ns.model
     model_args.use_peft = False
     overrides = {k: getattr(ns, k) for k in ("prompt_template", "system_prompt", "instruction", "think_prefill")
                  if getattr(ns, k) is not None}
-    return model_args, replace(data_args, **overrides), ns.max_completion_length or max_len
+    return model_args, replace(data_args, **overrides), ns.max_completion_length or max_len, reward_kwargs
 
 
 def settings_from(ns: argparse.Namespace, max_len: int) -> EvalSettings:
@@ -132,7 +137,7 @@ def settings_from(ns: argparse.Namespace, max_len: int) -> EvalSettings:
 
 def prepare_out_dir(out_dir: str, run: dict, overwrite: bool, rescore: bool = False) -> str:
     """Create ``out_dir`` and write ``run.json`` (the run's settings); return the samples path. Resuming
-    needs the same settings but those in ``NOT_IN_FINGERPRINT`` (and ``verifiers`` when ``rescore``): raises
+    needs the same settings but those in ``NOT_IN_FINGERPRINT`` (and the verifiers when ``rescore``): raises
     ``ValueError`` naming the fields that differ (unless ``overwrite``, which starts over), or
     ``FileNotFoundError`` when ``rescore`` finds no samples."""
     if rescore and (overwrite or not os.path.isfile(os.path.join(out_dir, SAMPLES_FILE))):
@@ -145,7 +150,7 @@ def prepare_out_dir(out_dir: str, run: dict, overwrite: bool, rescore: bool = Fa
     if os.path.exists(samples) and os.path.exists(run_path):
         with open(run_path) as f:
             old = json.load(f)
-        free = (*NOT_IN_FINGERPRINT, "verifiers") if rescore else NOT_IN_FINGERPRINT
+        free = (*NOT_IN_FINGERPRINT, "verifiers", "reward_kwargs") if rescore else NOT_IN_FINGERPRINT
         changed = sorted(k for k in set(old) | set(run) if k not in free and old.get(k) != run.get(k))
         if changed:
             raise ValueError(f"{out_dir} holds a run with other settings ({', '.join(changed)}); "
@@ -168,7 +173,7 @@ def benchmark_main(argv: list[str]) -> int:
     from grpo.verifiers import build_verifier
 
     ns = build_parser().parse_args(argv)
-    model_args, data_args, max_len = resolve_configs(ns)
+    model_args, data_args, max_len, reward_kwargs = resolve_configs(ns)
     settings = settings_from(ns, max_len)
     benchmarks = [resolve_benchmark(b) for b in ns.benchmarks]
     name = model_args.model_name_or_path
@@ -176,6 +181,10 @@ def benchmark_main(argv: list[str]) -> int:
     run = {"model": name, "dtype": ns.dtype, "verifiers": ns.verifiers, "benchmarks": [b.name for b in benchmarks],
            "limit": ns.limit, "levels": ns.levels, **{k: getattr(data_args, k) for k in TEMPLATE_FIELDS},
            **asdict(settings)}
+    used = {n: reward_kwargs[n] for s in ns.verifiers if (n := s.partition(":")[2]) in reward_kwargs
+            and s.startswith("reward:")}
+    if used:  # the reward verifiers' settings, when any (absent from runs without them)
+        run["reward_kwargs"] = used
     samples_path = prepare_out_dir(out_dir, run, ns.overwrite, rescore=ns.rescore)
     torch.manual_seed(settings.seed)
     tokenizer = load_tokenizer(model_args)
@@ -183,8 +192,8 @@ def benchmark_main(argv: list[str]) -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = load_policy(model_args, _dtype(ns.dtype)).to(device).eval() if needs_model else None
     rows = load_benchmarks(ns.benchmarks, tokenizer, data_args, data_dir=ns.data_dir, limit=ns.limit, levels=ns.levels)
-    verifiers = {spec: build_verifier(spec, model=model, tokenizer=tokenizer,
-                                      think_prefilled=data_args.think_prefill) for spec in ns.verifiers}
+    verifiers = {spec: build_verifier(spec, model=model, tokenizer=tokenizer, think_prefilled=data_args.think_prefill,
+                                      reward_kwargs=reward_kwargs) for spec in ns.verifiers}
     if ns.rescore:
         records = rescore(samples_path, rows, verifiers, tokenizer)
     else:

@@ -34,8 +34,8 @@ VERIFIERS: dict[str, Callable[..., Verifier]] = {}
 
 
 def register_verifier(kind: str):
-    """Decorator adding a verifier builder ``builder(arg, *, model, tokenizer) -> Verifier`` under ``kind``.
-    Raises ``ValueError`` when the kind is taken."""
+    """Decorator adding a verifier builder under ``kind``:
+    ``builder(arg, *, model, tokenizer, think_prefilled, reward_kwargs) -> Verifier``. Raises ``ValueError`` when the kind is taken."""
     def decorator(builder):
         if kind in VERIFIERS:
             raise ValueError(f"a verifier kind {kind!r} is already registered")
@@ -44,27 +44,34 @@ def register_verifier(kind: str):
     return decorator
 
 
-def build_verifier(spec: str, *, model=None, tokenizer=None, think_prefilled: bool = False) -> Verifier:
+def build_verifier(spec: str, *, model=None, tokenizer=None, think_prefilled: bool = False,
+                   reward_kwargs: dict[str, dict] | None = None) -> Verifier:
     """The verifier for ``spec`` = ``kind`` or ``kind:arg`` (``reward:format``, ``rm:PATH``, ``self``);
     ``model``/``tokenizer``: the policy (for ``self``); ``think_prefilled``: the prompt template opens ``<think>``
-    (bound into rewards that take it, as the trainer does). Raises ``ValueError`` for an unknown kind."""
+    (bound into rewards that take it, as the trainer does); ``reward_kwargs``: ``{reward name: settings}`` for
+    ``reward:`` verifiers, as a recipe's ``reward_kwargs``. Raises ``ValueError`` for an unknown kind."""
     kind, _, arg = spec.partition(":")
     if kind not in VERIFIERS:
         raise ValueError(f"unknown verifier {spec!r}; kinds: {sorted(VERIFIERS)} (e.g. reward:format, rm:PATH, self)")
-    return VERIFIERS[kind](arg, model=model, tokenizer=tokenizer, think_prefilled=think_prefilled)
+    return VERIFIERS[kind](arg, model=model, tokenizer=tokenizer, think_prefilled=think_prefilled,
+                           reward_kwargs=reward_kwargs or {})
 
 
 @register_verifier("reward")
-def reward_verifier(name: str, *, think_prefilled: bool = False, **_: Any) -> Verifier:
+def reward_verifier(name: str, *, think_prefilled: bool = False, reward_kwargs: dict[str, dict] | None = None,
+                    **_: Any) -> Verifier:
     """A reward function as a verifier: ``f(completions, **columns)``; ``problems`` reach it as ``prompts``.
-    ``think_prefilled`` is bound when the reward takes it (format rewards), as in training."""
+    Its settings are ``reward_kwargs[name]`` (e.g. ``{"strict": False}``); ``think_prefilled`` is bound when
+    the reward takes it (format rewards), as in training."""
     from rewards import REWARDS, get_reward_funcs
     from rewards.registry import reward_settings
 
     if not name:
         raise ValueError("a reward verifier needs a reward name: reward:<name>")
-    takes = name in REWARDS and "think_prefilled" in reward_settings(REWARDS[name])
-    (func,) = get_reward_funcs([name], {name: {"think_prefilled": think_prefilled}} if takes else None)
+    settings = dict((reward_kwargs or {}).get(name, {}))
+    if name in REWARDS and "think_prefilled" in reward_settings(REWARDS[name]):
+        settings["think_prefilled"] = think_prefilled
+    (func,) = get_reward_funcs([name], {name: settings} if settings else None)
 
     def verify(problems: Sequence[str], completions: Sequence[str], columns: dict[str, list]) -> list:
         return func(list(completions), **{"prompts": list(problems), **columns})

@@ -443,3 +443,17 @@ def test_grpo_eval_rescore_reproduces_the_run_and_refuses_other_settings(tmp_pat
     assert "bon@K self" in (out / "summary.md").read_text()
     with pytest.raises(ValueError, match="temperature"):
         main([*argv, "--temperature", "1.0", "--rescore"])
+
+
+@needs_data
+def test_grpo_eval_reward_verifiers_take_the_recipes_settings(tmp_path):
+    out = tmp_path / "eval"
+    argv = ["eval", "recipes/smollm2/lora_arithmetic.yaml", "--model", "tiny-random-llama", "--benchmarks", "gsm8k",
+            "--limit", "1", "--num_samples", "2", "--max_completion_length", "4", "--verifiers", "reward:format",
+            "--out_dir", str(out)]
+    assert main(argv) == 0
+    assert json.loads((out / "run.json").read_text())["reward_kwargs"] == {"format": {"strict": False}}
+    with pytest.raises(ValueError, match="reward_kwargs"):  # other verifier settings: no silent resume
+        main([*argv, "--reward_kwargs", '{"format": {"strict": true}}'])
+    assert main([*argv, "--reward_kwargs", '{"format": {"strict": true}}', "--rescore"]) == 0
+    assert json.loads((out / "run.json").read_text())["reward_kwargs"] == {"format": {"strict": True}}

@@ -135,6 +135,15 @@ def test_reward_verifier_reads_completions_of_a_think_prefilled_template():
     assert build_verifier("reward:format")(["q"] * 2, completions, columns) == [0.0, 1.0]
 
 
+def test_reward_verifier_takes_the_recipes_reward_settings():
+    loose = ["add them</think> <answer>5</answer>"]  # the lenient layout: no newlines around the tags
+    strict = build_verifier("reward:format", think_prefilled=True)
+    lenient = build_verifier("reward:format", think_prefilled=True, reward_kwargs={"format": {"strict": False}})
+    assert strict(["q"], loose, {}) == [0.0] and lenient(["q"], loose, {}) == [1.0]
+    other = build_verifier("reward:format", think_prefilled=True, reward_kwargs={"cosine": {"strict": False}})
+    assert other(["q"], loose, {}) == [0.0]  # settings of another reward do not leak in
+
+
 def tiny_reward_model(tokenizer, num_labels=1):
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
