@@ -7,6 +7,7 @@ samples (see :func:`grpo.metrics.length_stats`) and thinking statistics.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 
@@ -22,8 +23,21 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def standard_error(values: list[float]) -> float | None:
+    """Standard error of the mean of per-problem values (sample standard deviation / sqrt(n)); None for n < 2.
+    For pass@1 the values are each problem's mean over its K samples, so the K samples of a problem count once
+    (Miller 2024, "Adding Error Bars to Evals", arXiv:2411.00640, Sec. 2 and the clustered case)."""
+    n = len(values)
+    if n < 2:
+        return None
+    mean = sum(values) / n
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+
+
 def summarize_group(records: list[dict]) -> dict:
-    """One result from the records of one (benchmark, budget)."""
+    """One result from the records of one (benchmark, budget): the mean of every per-problem metric,
+    ``pass@1_stderr`` (:func:`standard_error`), ``score/<verifier>`` (mean verifier score over samples) and
+    the length figures of :func:`grpo.metrics.length_stats`."""
     scored = [r for r in records if r["metrics"] is not None]
     samples = [s for r in scored for s in r["samples"]]
     result = {"benchmark": records[0]["benchmark"], "budget": records[0]["budget"], "num_problems": len(scored),
@@ -31,6 +45,10 @@ def summarize_group(records: list[dict]) -> dict:
               "num_samples": len(records[0]["samples"])}
     keys = list(scored[0]["metrics"]) if scored else []
     result.update({k: _mean([r["metrics"][k] for r in scored]) for k in keys})
+    if scored:
+        result["pass@1_stderr"] = standard_error([r["metrics"]["pass@1"] for r in scored])
+    for name in sorted({v for s in samples for v in s.get("scores", {})}):
+        result[f"score/{name}"] = _mean([s["scores"][name] for s in samples if s["scores"].get(name) is not None])
     if samples:
         result.update(length_stats([s["tokens"] for s in samples], [float(s["correct"]) for s in samples],
                                    [s["truncated"] for s in samples]))
@@ -57,16 +75,19 @@ def _fmt(value, percent: bool = False) -> str:
 
 
 def markdown_table(results: list[dict]) -> str:
-    """A Markdown table: one row per (benchmark, budget); accuracies in percent at k = 1 and k = K, lengths in tokens."""
+    """A Markdown table: one row per (benchmark, budget); accuracies in percent at k = 1 (with its standard
+    error) and k = K, mean verifier scores, lengths in tokens."""
     verifiers = sorted({m.group(3) for r in results for key in r if (m := _METRIC_RE.match(key)) and m.group(3)})
-    header = ["benchmark", "budget", "problems", "K", "pass@1", "pass@K", "maj@K", *[f"bon@K {v}" for v in verifiers],
+    header = ["benchmark", "budget", "problems", "K", "pass@1", "± s.e.", "pass@K", "maj@K",
+              *[f"bon@K {v}" for v in verifiers], *[f"mean {v}" for v in verifiers],
               "tokens", "tokens (correct)", "tokens (incorrect)", "thinking", "truncated %", "tokens / correct"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for r in results:
         k = r["num_samples"]
         cells = [r["benchmark"], _fmt(r["budget"]) if r["budget"] is not None else "none", str(r["num_problems"]), str(k),
-                 _fmt(r.get("pass@1"), True), _fmt(r.get(f"pass@{k}"), True), _fmt(r.get(f"maj@{k}"), True),
-                 *[_fmt(r.get(f"bon@{k}/{v}"), True) for v in verifiers],
+                 _fmt(r.get("pass@1"), True), _fmt(r.get("pass@1_stderr"), True), _fmt(r.get(f"pass@{k}"), True),
+                 _fmt(r.get(f"maj@{k}"), True), *[_fmt(r.get(f"bon@{k}/{v}"), True) for v in verifiers],
+                 *["-" if r.get(f"score/{v}") is None else f"{r[f'score/{v}']:.2f}" for v in verifiers],
                  _fmt(r.get("completion_tokens/mean")), _fmt(r.get("completion_tokens/correct_mean")),
                  _fmt(r.get("completion_tokens/incorrect_mean")), _fmt(r.get("thinking_tokens/mean")),
                  _fmt(r.get("truncated_frac"), True), _fmt(r.get("tokens_per_correct"))]

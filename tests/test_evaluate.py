@@ -457,3 +457,23 @@ def test_grpo_eval_reward_verifiers_take_the_recipes_settings(tmp_path):
         main([*argv, "--reward_kwargs", '{"format": {"strict": true}}'])
     assert main([*argv, "--reward_kwargs", '{"format": {"strict": true}}', "--rescore"]) == 0
     assert json.loads((out / "run.json").read_text())["reward_kwargs"] == {"format": {"strict": True}}
+
+
+def test_summary_standard_error_and_mean_verifier_score():
+    from grpo.eval_report import markdown_table, summarize
+
+    def record(index, verdicts, scores):
+        samples = [{"correct": v, "tokens": 10, "truncated": False, "thinking_tokens": 10, "waits": 0,
+                    "forced_close": False, "scores": {"rm": s}} for v, s in zip(verdicts, scores)]
+        metrics = {"pass@1": sum(verdicts) / len(verdicts), "bon@2/rm": 0.0}
+        return {"benchmark": "b", "budget": None, "index": index, "metrics": metrics, "samples": samples}
+
+    # per-problem pass@1: 1.0, 0.5, 0.0 -> mean 0.5, sample sd 0.5, s.e. 0.5 / sqrt(3)
+    (result,) = summarize([record(0, [1.0, 1.0], [2.0, 4.0]), record(1, [1.0, 0.0], [None, -1.0]),
+                           record(2, [0.0, 0.0], [0.0, 1.0])])
+    assert result["pass@1"] == 0.5 and result["pass@1_stderr"] == pytest.approx(0.5 / 3 ** 0.5, rel=1e-12)
+    assert result["score/rm"] == pytest.approx(6.0 / 5, rel=1e-12)  # the None score is left out
+    header, _, row = markdown_table([result]).splitlines()
+    assert "| pass@1 | ± s.e. |" in header and "| mean rm |" in header and "| 50.0 | 28.9 |" in row and "| 1.20 |" in row
+    (single,) = summarize([record(0, [1.0, 0.0], [1.0, 0.0])])
+    assert single["pass@1_stderr"] is None  # one problem: no error bar
