@@ -7,6 +7,7 @@ samples (see :func:`grpo.metrics.length_stats`) and thinking statistics.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -74,17 +75,18 @@ def _fmt(value, percent: bool = False) -> str:
     return f"{value:.0f}" if isinstance(value, (int, float)) else str(value)
 
 
-def markdown_table(results: list[dict]) -> str:
+def markdown_table(results: list[dict], labels: list[str] | None = None) -> str:
     """A Markdown table: one row per (benchmark, budget); accuracies in percent at k = 1 (with its standard
-    error) and k = K, mean verifier scores, lengths in tokens."""
+    error) and k = K, mean verifier scores, lengths in tokens. ``labels``: a first column naming each row's
+    run (for :func:`compare_table`)."""
     verifiers = sorted({m.group(3) for r in results for key in r if (m := _METRIC_RE.match(key)) and m.group(3)})
-    header = ["benchmark", "budget", "problems", "K", "pass@1", "± s.e.", "pass@K", "maj@K",
+    header = [*(["run"] if labels else []), "benchmark", "budget", "problems", "K", "pass@1", "± s.e.", "pass@K", "maj@K",
               *[f"bon@K {v}" for v in verifiers], *[f"mean {v}" for v in verifiers],
               "tokens", "tokens (correct)", "tokens (incorrect)", "thinking", "truncated %", "tokens / correct"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    for r in results:
+    for i, r in enumerate(results):
         k = r["num_samples"]
-        cells = [r["benchmark"], _fmt(r["budget"]) if r["budget"] is not None else "none", str(r["num_problems"]), str(k),
+        cells = [*([labels[i]] if labels else []), r["benchmark"], _fmt(r["budget"]) if r["budget"] is not None else "none", str(r["num_problems"]), str(k),
                  _fmt(r.get("pass@1"), True), _fmt(r.get("pass@1_stderr"), True), _fmt(r.get(f"pass@{k}"), True),
                  _fmt(r.get(f"maj@{k}"), True), *[_fmt(r.get(f"bon@{k}/{v}"), True) for v in verifiers],
                  *["-" if r.get(f"score/{v}") is None else f"{r[f'score/{v}']:.2f}" for v in verifiers],
@@ -93,6 +95,26 @@ def markdown_table(results: list[dict]) -> str:
                  _fmt(r.get("truncated_frac"), True), _fmt(r.get("tokens_per_correct"))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def compare_table(out_dirs: list[str], labels: list[str] | None = None) -> str:
+    """One Markdown table of the results of several ``grpo eval`` output folders (e.g. a model before and
+    after training), read from their ``summary.json``; rows labelled by ``labels`` (default: the folder names).
+    Raises ``FileNotFoundError`` naming a folder without ``summary.json`` and ``ValueError`` when the number of
+    labels differs from the number of folders."""
+    labels = labels or [os.path.basename(os.path.normpath(d)) for d in out_dirs]
+    if len(labels) != len(out_dirs):
+        raise ValueError(f"{len(labels)} labels for {len(out_dirs)} folders")
+    results, row_labels = [], []
+    for out_dir, label in zip(out_dirs, labels):
+        path = os.path.join(out_dir, SUMMARY_FILE)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path} not found: run grpo eval --out_dir {out_dir} first")
+        with open(path, encoding="utf-8") as f:
+            found = json.load(f)["results"]
+        results += found
+        row_labels += [label] * len(found)
+    return markdown_table(results, row_labels)
 
 
 def curves_against_k(result: dict) -> dict[str, list[tuple[int, float]]]:

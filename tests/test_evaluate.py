@@ -477,3 +477,21 @@ def test_summary_standard_error_and_mean_verifier_score():
     assert "| pass@1 | ± s.e. |" in header and "| mean rm |" in header and "| 50.0 | 28.9 |" in row and "| 1.20 |" in row
     (single,) = summarize([record(0, [1.0, 0.0], [1.0, 0.0])])
     assert single["pass@1_stderr"] is None  # one problem: no error bar
+
+
+def test_compare_table_labels_each_runs_rows(tmp_path):
+    from grpo.eval_report import compare_table
+
+    for name, p in (("base", 0.25), ("trained", 0.5)):
+        (tmp_path / name).mkdir()
+        result = {"benchmark": "gsm8k", "budget": None, "num_problems": 4, "num_samples": 2, "pass@1": p, "pass@2": p}
+        (tmp_path / name / "summary.json").write_text(json.dumps({"settings": {}, "results": [result]}))
+    lines = compare_table([str(tmp_path / "base"), str(tmp_path / "trained")]).splitlines()
+    assert lines[0].startswith("| run | benchmark |")
+    assert lines[2].startswith("| base | gsm8k | none | 4 | 2 | 25.0 |")
+    assert lines[3].startswith("| trained | gsm8k | none | 4 | 2 | 50.0 |")
+    assert compare_table([str(tmp_path / "base")], ["before"]).splitlines()[2].startswith("| before |")
+    with pytest.raises(FileNotFoundError, match="missing/summary.json"):
+        compare_table([str(tmp_path / "missing")])
+    with pytest.raises(ValueError, match="1 labels for 2 folders"):
+        compare_table([str(tmp_path / "base"), str(tmp_path / "trained")], ["x"])
