@@ -137,6 +137,16 @@ def _pyplot():
     return plt
 
 
+def accuracy_ylim(percents: list[float]) -> tuple[float, float]:
+    """The y range (%) of an accuracy plot: 0-100 when any value is above 40, else zoomed to 1.25 x the
+    largest value (at least 0-5), so a small model's few percent are not a flat line at the bottom."""
+    top = max(percents, default=0.0)
+    if top > 40:
+        return -3.0, 103.0
+    top = max(5.0, 1.25 * top)
+    return -0.03 * top, top
+
+
 def plot_accuracy_vs_k(results: list[dict], path: str) -> None:
     """A grid of panels, one row per budget and one column per benchmark: pass@k, maj@k and best-of-N
     accuracy (%) against k (log2 axis)."""
@@ -156,7 +166,9 @@ def plot_accuracy_vs_k(results: list[dict], path: str) -> None:
         ax.set_xticks(ks, [str(k) for k in ks])
         ax.minorticks_off()
         budget = "" if result["budget"] is None else f", budget {result['budget']}"
-        ax.set(title=f"{result['benchmark']}{budget}", xlabel="k (samples)", ylabel="accuracy (%)", ylim=(-3, 103))
+        percents = [100 * a for points in curves_against_k(result).values() for _, a in points]
+        ax.set(title=f"{result['benchmark']}{budget}", xlabel="k (samples)", ylabel="accuracy (%)",
+               ylim=accuracy_ylim(percents))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -179,7 +191,8 @@ def plot_accuracy_vs_budget(results: list[dict], path: str) -> None:
     xs = [r["thinking_tokens/mean"] for r in results if r.get("thinking_tokens/mean")]
     if xs and max(xs) >= 4 * min(xs):
         ax.set_xscale("log", base=2)
-    ax.set(xlabel="mean thinking tokens", ylabel="pass@1 (%)", title="accuracy against thinking budget", ylim=(-3, 103))
+    ax.set(xlabel="mean thinking tokens", ylabel="pass@1 (%)", title="accuracy against thinking budget",
+           ylim=accuracy_ylim([100 * r["pass@1"] for r in results if r.get("pass@1") is not None]))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

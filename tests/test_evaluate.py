@@ -495,3 +495,11 @@ def test_compare_table_labels_each_runs_rows(tmp_path):
         compare_table([str(tmp_path / "missing")])
     with pytest.raises(ValueError, match="1 labels for 2 folders"):
         compare_table([str(tmp_path / "base"), str(tmp_path / "trained")], ["x"])
+
+
+def test_accuracy_plots_zoom_on_small_accuracies():
+    from grpo.eval_report import accuracy_ylim
+
+    assert accuracy_ylim([2.0, 12.0]) == pytest.approx((-0.45, 15.0))  # a 135M model's few percent fill the panel
+    assert accuracy_ylim([0.0, 1.0]) == pytest.approx((-0.15, 5.0)) == accuracy_ylim([])
+    assert accuracy_ylim([10.0, 71.0]) == (-3.0, 103.0)  # a real model: the whole 0-100 scale
