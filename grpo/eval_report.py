@@ -177,22 +177,29 @@ def plot_accuracy_vs_k(results: list[dict], path: str) -> None:
 
 
 def plot_accuracy_vs_budget(results: list[dict], path: str) -> None:
-    """pass@1 (%) against the mean thinking tokens actually spent, one line per benchmark, one point per
-    budget (labelled with the budget)."""
+    """pass@1 (%) with its standard error as error bars against the mean thinking tokens actually spent, one
+    line per benchmark, one point per budget (labelled with the budget)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    tops = []
     for name in dict.fromkeys(r["benchmark"] for r in results):
-        points = sorted((r["thinking_tokens/mean"], 100 * r["pass@1"], r["budget"]) for r in results
-                        if r["benchmark"] == name and None not in (r.get("pass@1"), r.get("thinking_tokens/mean")))
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
-        for x, y, budget in points:
+        points = sorted(
+            (r["thinking_tokens/mean"], 100 * r["pass@1"], r["budget"], 100 * (r.get("pass@1_stderr") or 0))
+            for r in results if r["benchmark"] == name and None not in (r.get("pass@1"), r.get("thinking_tokens/mean")))
+        ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[3] for p in points], marker="o",
+                    capsize=3, label=name)
+        tops += [p[1] + p[3] for p in points]
+        for x, y, budget, _ in points:
             ax.annotate("none" if budget is None else str(budget), (x, y), fontsize=7, xytext=(3, 3),
                         textcoords="offset points")
     xs = [r["thinking_tokens/mean"] for r in results if r.get("thinking_tokens/mean")]
     if xs and max(xs) >= 4 * min(xs):
+        from matplotlib.ticker import ScalarFormatter
+
         ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(ScalarFormatter())  # 32, 64, 128 rather than 2^5, 2^6, 2^7
     ax.set(xlabel="mean thinking tokens", ylabel="pass@1 (%)", title="accuracy against thinking budget",
-           ylim=accuracy_ylim([100 * r["pass@1"] for r in results if r.get("pass@1") is not None]))
+           ylim=accuracy_ylim(tops))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
