@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("verifiers and engine")
     g.add_argument("--verifiers", type=_csv, default=[], help="best-of-N verifiers: reward:<name>, rm:<path>, self")
     g.add_argument("--reward_kwargs", type=json.loads, default=None,
-                   help='settings of reward verifiers as JSON, e.g. \'{"format": {"strict": false}}\' (default: the recipe\'s)')
+                   help='settings of reward verifiers as JSON, e.g. \'{"format": {"strict": false}}\' '
+                        "(default: the recipe's)")
     g.add_argument("--sampler", choices=("auto", "hf", "vllm"), default="auto", help="auto: vllm on a GPU if installed, else hf")
     g.add_argument("--batch_size", type=int, default=64, help="sequences (problems x K) per generate call")
     g.add_argument("--dtype", choices=("auto", *DTYPES), default="auto",
@@ -209,12 +210,11 @@ def benchmark_main(argv: list[str]) -> int:
 def correctness_rewards(benchmarks: list, settings: EvalSettings) -> dict:
     """``{benchmark name: reward}``: each benchmark's correctness reward (TRL convention, 1.0 = correct), with
     the math-verify time limit of ``settings`` where the reward takes one."""
+    from grpo.scoring import fill_run_settings
     from rewards import get_reward_funcs
-    from rewards.registry import REWARDS, reward_settings
 
     out = {}
     for bench in benchmarks:
-        kwargs = {"timeout_seconds": settings.timeout_seconds} if "timeout_seconds" in reward_settings(
-            REWARDS[bench.reward]) else {}
-        out[bench.name] = get_reward_funcs([bench.reward], {bench.reward: kwargs})[0]
+        kwargs = fill_run_settings([bench.reward], {bench.reward: {}}, {"timeout_seconds": settings.timeout_seconds})
+        out[bench.name] = get_reward_funcs([bench.reward], kwargs)[0]
     return out

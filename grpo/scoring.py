@@ -24,21 +24,33 @@ DERIVED_SETTINGS = {
 }
 
 
+def fill_run_settings(names: list[str], reward_kwargs: dict[str, dict],
+                      run_settings: dict[str, Any]) -> dict[str, dict]:
+    """``reward_kwargs`` (``{reward name: settings}``, e.g. a recipe's) with each of ``run_settings`` (settings
+    the run decides, e.g. ``{"think_prefilled": True}``) added for the rewards in ``names`` that accept it,
+    unless already set there. Unknown names are left alone (``get_reward_funcs`` raises the clear error)."""
+    import rewards
+    from rewards.registry import reward_settings
+
+    kwargs = {name: dict(v) for name, v in reward_kwargs.items()}
+    for name in names:
+        if name not in rewards.REWARDS:
+            continue
+        accepted = reward_settings(rewards.REWARDS[name])
+        for setting, value in run_settings.items():
+            if setting in accepted:
+                kwargs.setdefault(name, {}).setdefault(setting, value)
+    return kwargs
+
+
 def build_reward_funcs(data_args, args) -> list[RewardFunc]:
     """The recipe's rewards with their settings bound, settings that the run config decides included
     (``think_prefilled``, ``max_completion_length``, ``num_generations``), so they are never set twice."""
     import rewards
-    from rewards.registry import reward_settings
 
-    kwargs = {name: dict(v) for name, v in args.reward_kwargs.items()}
-    for name in args.reward_funcs:
-        if name not in rewards.REWARDS:
-            continue  # get_reward_funcs raises the clear error
-        accepted = reward_settings(rewards.REWARDS[name])
-        for setting, derive in DERIVED_SETTINGS.items():
-            if setting in accepted:
-                kwargs.setdefault(name, {}).setdefault(setting, derive(data_args, args))
-    return rewards.get_reward_funcs(args.reward_funcs, kwargs)
+    run_settings = {setting: derive(data_args, args) for setting, derive in DERIVED_SETTINGS.items()}
+    return rewards.get_reward_funcs(args.reward_funcs,
+                                    fill_run_settings(args.reward_funcs, args.reward_kwargs, run_settings))
 
 
 def score_completions(

@@ -35,7 +35,8 @@ VERIFIERS: dict[str, Callable[..., Verifier]] = {}
 
 def register_verifier(kind: str):
     """Decorator adding a verifier builder under ``kind``:
-    ``builder(arg, *, model, tokenizer, think_prefilled, reward_kwargs) -> Verifier``. Raises ``ValueError`` when the kind is taken."""
+    ``builder(arg, *, model, tokenizer, think_prefilled, reward_kwargs) -> Verifier``.
+    Raises ``ValueError`` when the kind is taken."""
     def decorator(builder):
         if kind in VERIFIERS:
             raise ValueError(f"a verifier kind {kind!r} is already registered")
@@ -62,15 +63,15 @@ def reward_verifier(name: str, *, think_prefilled: bool = False, reward_kwargs: 
                     **_: Any) -> Verifier:
     """A reward function as a verifier: ``f(completions, **columns)``; ``problems`` reach it as ``prompts``.
     Its settings are ``reward_kwargs[name]`` (e.g. ``{"strict": False}``); ``think_prefilled`` is bound when
-    the reward takes it (format rewards), as in training."""
-    from rewards import REWARDS, get_reward_funcs
-    from rewards.registry import reward_settings
+    the reward takes it (format rewards) and the settings do not fix it, as in training
+    (:func:`grpo.scoring.fill_run_settings`)."""
+    from grpo.scoring import fill_run_settings
+    from rewards import get_reward_funcs
 
     if not name:
         raise ValueError("a reward verifier needs a reward name: reward:<name>")
-    settings = dict((reward_kwargs or {}).get(name, {}))
-    if name in REWARDS and "think_prefilled" in reward_settings(REWARDS[name]):
-        settings["think_prefilled"] = think_prefilled
+    own = {name: (reward_kwargs or {}).get(name, {})}
+    settings = fill_run_settings([name], own, {"think_prefilled": think_prefilled})[name]
     (func,) = get_reward_funcs([name], {name: settings} if settings else None)
 
     def verify(problems: Sequence[str], completions: Sequence[str], columns: dict[str, list]) -> list:

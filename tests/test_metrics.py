@@ -142,6 +142,9 @@ def test_reward_verifier_takes_the_recipes_reward_settings():
     assert strict(["q"], loose, {}) == [0.0] and lenient(["q"], loose, {}) == [1.0]
     other = build_verifier("reward:format", think_prefilled=True, reward_kwargs={"cosine": {"strict": False}})
     assert other(["q"], loose, {}) == [0.0]  # settings of another reward do not leak in
+    opened = ["<think>\nadd them\n</think>\n<answer>\n5\n</answer>"]
+    fixed = build_verifier("reward:format", think_prefilled=True, reward_kwargs={"format": {"think_prefilled": False}})
+    assert fixed(["q"], opened, {}) == [1.0] and strict(["q"], opened, {}) == [0.0]  # a recipe's own value wins
 
 
 def tiny_reward_model(tokenizer, num_labels=1):
