@@ -96,6 +96,22 @@ def problem_metrics(verdicts: list[float], classes: list[int | None], scores: di
     return out
 
 
+def verified_metrics(verdicts: list, classes: list[int | None], scores: dict[str, list]) -> dict[str, float] | None:
+    """:func:`problem_metrics` at every k of :func:`k_values`, or None when a verdict is None (the gold answer
+    cannot be verified)."""
+    if any(v is None for v in verdicts):
+        return None
+    return problem_metrics([float(v) for v in verdicts], classes, scores, k_values(len(verdicts)))
+
+
+def reward_columns(flat_rows: list[dict], completion_ids: list[list[int]], truncated: list[bool]) -> dict[str, list]:
+    """The columns rewards and verifiers receive (TRL's convention), one entry per completion: the benchmark
+    row's fields but those in ``SKIPPED_COLUMNS``, ``prompts``, ``completion_ids`` and ``truncated``."""
+    columns = {key: [r.get(key) for r in flat_rows] for key in flat_rows[0] if key not in SKIPPED_COLUMNS}
+    columns.update(prompts=[r["prompt"] for r in flat_rows], completion_ids=completion_ids, truncated=truncated)
+    return columns
+
+
 def problem_record(row: dict, generations: list[Generation], verdicts: list, scores: dict[str, list],
                    budget: int | None, timeout_seconds: float = 5.0) -> dict:
     """The record of one problem (see the module docstring); ``metrics`` is None when a verdict is None
@@ -103,16 +119,13 @@ def problem_record(row: dict, generations: list[Generation], verdicts: list, sco
     answers = [extract_answer(g.completion) for g in generations]
     classes = answer_classes(answers, timeout_seconds=timeout_seconds)
     winner = majority_class(classes, len(classes))
-    verifiable = all(v is not None for v in verdicts)
     samples = [{"completion": g.completion, "answer": a, "correct": v, "class": c, "tokens": g.num_tokens,
                 "thinking_tokens": g.thinking_tokens, "truncated": g.truncated, "waits": g.waits,
                 "forced_close": g.forced_close, "scores": {n: s[i] for n, s in scores.items()}}
                for i, (g, a, v, c) in enumerate(zip(generations, answers, verdicts, classes))]
-    ks = k_values(len(generations))
-    metrics = problem_metrics([float(v) for v in verdicts], classes, scores, ks) if verifiable else None
     return {"benchmark": row["benchmark"], "budget": budget, "index": row["index"], "problem": row["problem"],
             "gold": row["solution"], "majority_answer": None if winner is None else answers[classes.index(winner)],
-            "metrics": metrics, "samples": samples}
+            "metrics": verified_metrics(verdicts, classes, scores), "samples": samples}
 
 
 def score_batch(rows: list[dict], generations: list[list[Generation]], correctness: Callable,
@@ -122,9 +135,7 @@ def score_batch(rows: list[dict], generations: list[list[Generation]], correctne
     flat_rows = [r for r, gens in zip(rows, generations) for _ in gens]
     flat = [g for gens in generations for g in gens]
     completions = [g.completion for g in flat]
-    columns = {key: [r.get(key) for r in flat_rows] for key in flat_rows[0] if key not in SKIPPED_COLUMNS}
-    columns.update(prompts=[r["prompt"] for r in flat_rows], completion_ids=[g.completion_ids for g in flat],
-                   truncated=[g.truncated for g in flat])
+    columns = reward_columns(flat_rows, [g.completion_ids for g in flat], [g.truncated for g in flat])
     verdicts = correctness(completions, **columns)
     problems = [r["problem"] for r in flat_rows]
     scores = {name: verify(problems, completions, columns) for name, verify in verifiers.items()}
@@ -143,16 +154,12 @@ def rescore_record(record: dict, row: dict, verifiers: dict[str, Verifier], toke
     the verifiers re-encoded from the stored text (the sampled ids are not stored)."""
     samples = record["samples"]
     n, completions = len(samples), [s["completion"] for s in samples]
-    columns = {key: [row.get(key)] * n for key in row if key not in SKIPPED_COLUMNS}
-    columns.update(prompts=[row["prompt"]] * n, truncated=[s["truncated"] for s in samples],
-                   completion_ids=[tokenizer(c, add_special_tokens=False)["input_ids"] for c in completions])
+    columns = reward_columns([row] * n, [tokenizer(c, add_special_tokens=False)["input_ids"] for c in completions],
+                             [s["truncated"] for s in samples])
     scores = {name: verify([row["problem"]] * n, completions, columns) for name, verify in verifiers.items()}
     for i, s in enumerate(samples):
         s["scores"] = {name: v[i] for name, v in scores.items()}
-    verdicts = [s["correct"] for s in samples]
-    if all(v is not None for v in verdicts):
-        record["metrics"] = problem_metrics([float(v) for v in verdicts], [s["class"] for s in samples], scores,
-                                            k_values(n))
+    record["metrics"] = verified_metrics([s["correct"] for s in samples], [s["class"] for s in samples], scores)
     return record
 
 
