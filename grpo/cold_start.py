@@ -23,17 +23,14 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
 from grpo.checkpoint import write_json, write_jsonl
+from grpo.config import help_field as _help, parse_config
 from grpo.data import extract_gold, read_jsonl
 
 CALCULATOR_RE = re.compile(r"<<[^<>]*>>")
-
-
-def _help(text: str, **kwargs: Any) -> Any:
-    return field(metadata={"help": text}, **kwargs)
 
 
 @dataclass
@@ -151,10 +148,7 @@ def run_cold_start(args: ColdStartArguments) -> str:
 
 def cold_start_main(argv: list[str]) -> int:
     """``grpo cold_start [RECIPE.yaml] [--field value ...]``: prints the statistics and the data path."""
-    from trl import TrlParser
-
-    argv = ["--config", argv[0], *argv[1:]] if argv and not argv[0].startswith("-") else list(argv)
-    (args,) = TrlParser((ColdStartArguments,)).parse_args_and_config(argv)
+    (args,) = parse_config(argv, (ColdStartArguments,))
     path = run_cold_start(args)
     with open(os.path.join(args.output_dir, "stats.json")) as f:
         stats = json.load(f)

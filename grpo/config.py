@@ -29,9 +29,12 @@ class JsonDict(dict):
         super().__init__(_parse_json("value", value) if isinstance(value, str) else value)
 
 
-def _help(text: str, **kwargs: Any) -> Any:
+def help_field(text: str, **kwargs: Any) -> Any:
+    """A dataclass field whose ``--help`` text (TrlParser / HfArgumentParser) is ``text``."""
     return field(metadata={"help": text}, **kwargs)
 
+
+_help = help_field
 
 @dataclass
 class ModelArguments:
@@ -303,7 +306,8 @@ CONFIG_CLASSES = (ModelArguments, DataArguments, GRPOArguments)
 
 def parse_config(argv: list[str], classes: tuple[type, ...] = CONFIG_CLASSES) -> tuple[Any, ...]:
     """Parse ``[RECIPE.yaml] [--config RECIPE.yaml] [--field value ...]`` into the dataclasses ``classes``
-    (default: model, data and GRPO arguments; ``grpo sft`` passes its own third class).
+    (default: model, data and GRPO arguments; ``grpo sft``, ``grpo sample`` and ``grpo cold_start`` pass
+    their own).
 
     The recipe's values replace the defaults and flags replace the recipe's. Raises ``ValueError``
     (from the dataclass checks) or exits with argparse's message on unknown flags or keys.

@@ -26,16 +26,13 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from grpo.config import DataArguments, GRPOArguments, ModelArguments
+from grpo.config import CONFIG_CLASSES, DataArguments, GRPOArguments, ModelArguments, parse_config
+from grpo.config import help_field as _help
 
 REASONS = ("incorrect", "format", "truncated", "language", "repetition", "duplicate", "over_limit")
-
-
-def _help(text: str, **kwargs: Any) -> Any:
-    return field(metadata={"help": text}, **kwargs)
 
 
 @dataclass
@@ -198,13 +195,9 @@ def run_sample(model_args: ModelArguments, data_args: DataArguments, args: GRPOA
 
 
 def parse_sample_args(argv: list[str]):
-    """``[RECIPE.yaml] [--field value ...]`` into Model/Data/GRPO arguments and :class:`SampleArguments`."""
-    from trl import TrlParser
-
-    argv = ["--config", argv[0], *argv[1:]] if argv and not argv[0].startswith("-") else list(argv)
-    if "--config" in argv and not os.path.isfile(argv[argv.index("--config") + 1]):
-        raise FileNotFoundError(f"recipe not found: {argv[argv.index('--config') + 1]}")
-    return tuple(TrlParser((ModelArguments, DataArguments, GRPOArguments, SampleArguments)).parse_args_and_config(argv))
+    """``[RECIPE.yaml] [--field value ...]`` into Model/Data/GRPO arguments and :class:`SampleArguments`
+    (:func:`grpo.config.parse_config`)."""
+    return parse_config(argv, (*CONFIG_CLASSES, SampleArguments))
 
 
 def sample_main(argv: list[str]) -> int:

@@ -22,16 +22,12 @@ distribution applies (the same accelerate configs as ``grpo train``).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from grpo.config import DataArguments, JsonDict, ModelArguments, REPORT_TO, parse_config
+from grpo.config import DataArguments, JsonDict, ModelArguments, REPORT_TO, help_field as _help, parse_config
 from grpo.data import PROMPT_COLUMNS, THINK_PREFILL, load_rows, render_prompt
 from grpo.export import save_standalone
-
-
-def _help(text: str, **kwargs: Any) -> Any:
-    return field(metadata={"help": text}, **kwargs)
 
 
 @dataclass
