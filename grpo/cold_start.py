@@ -58,6 +58,9 @@ class ColdStartArguments:
             raise ValueError(f"min_reasoning_words ({self.min_reasoning_words}) > max_reasoning_words ({self.max_reasoning_words})")
 
 
+COLD_START_CLASSES = (ColdStartArguments,)  # the argument classes of a `grpo cold_start` recipe
+
+
 def r1_completion(reasoning: str, answer: str) -> str:
     """The R1 output format (DeepSeek-R1 Table 1), matching the strict ``format`` reward."""
     return f"<think>\n{reasoning.strip()}\n</think>\n<answer>\n{answer.strip()}\n</answer>"
@@ -148,7 +151,7 @@ def run_cold_start(args: ColdStartArguments) -> str:
 
 def cold_start_main(argv: list[str]) -> int:
     """``grpo cold_start [RECIPE.yaml] [--field value ...]``: prints the statistics and the data path."""
-    (args,) = parse_config(argv, (ColdStartArguments,))
+    (args,) = parse_config(argv, COLD_START_CLASSES)
     path = run_cold_start(args)
     with open(os.path.join(args.output_dir, "stats.json")) as f:
         stats = json.load(f)

@@ -225,8 +225,7 @@ class GRPOArguments:
 
     def __post_init__(self) -> None:
         self.reward_kwargs = dict(JsonDict(self.reward_kwargs))
-        if isinstance(self.report_to, str):
-            self.report_to = [self.report_to]
+        self.report_to = checked_trackers(self.report_to)
         _check_choice("loss_type", self.loss_type, LOSS_TYPES)
         _check_choice("scale_rewards", self.scale_rewards, SCALE_REWARDS)
         _check_choice("kl_estimator", self.kl_estimator, KL_ESTIMATORS)
@@ -238,8 +237,6 @@ class GRPOArguments:
             raise ValueError(f"tis_cap must be >= 0 (0 = off), got {self.tis_cap}")
         if not 0 < self.vllm_gpu_memory_utilization <= 1:
             raise ValueError(f"vllm_gpu_memory_utilization must be in (0, 1], got {self.vllm_gpu_memory_utilization}")
-        for tracker in self.report_to:
-            _check_choice("report_to", tracker, REPORT_TO)
         for name in ("max_steps", "num_generations", "per_device_train_batch_size", "gradient_accumulation_steps",
                      "steps_per_generation", "num_iterations", "max_completion_length", "logging_steps",
                      "max_generation_rounds", "vllm_tensor_parallel_size", "vllm_sync_bucket_mb"):
@@ -284,6 +281,14 @@ class GRPOArguments:
     def steps_per_rollout(self) -> int:
         """Optimizer steps taken on one rollout: num_iterations x steps_per_generation."""
         return self.num_iterations * self.steps_per_generation
+
+
+def checked_trackers(report_to: str | list[str]) -> list[str]:
+    """``report_to`` as a list (a YAML or flag may give one string). Raises ``ValueError`` for an unknown tracker."""
+    trackers = [report_to] if isinstance(report_to, str) else list(report_to)
+    for tracker in trackers:
+        _check_choice("report_to", tracker, REPORT_TO)
+    return trackers
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

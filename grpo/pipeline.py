@@ -59,13 +59,13 @@ class Stage:
 
 
 def _argument_classes(kind: str) -> tuple:
-    from grpo.cold_start import ColdStartArguments
-    from grpo.config import CONFIG_CLASSES, DataArguments, ModelArguments
-    from grpo.rejection import SampleArguments
-    from grpo.sft import SFTArguments
+    """The argument classes that the subcommand of ``kind`` parses its recipe into."""
+    from grpo.cold_start import COLD_START_CLASSES
+    from grpo.config import CONFIG_CLASSES
+    from grpo.rejection import SAMPLE_CLASSES
+    from grpo.sft import SFT_CLASSES
 
-    return {"cold_start": (ColdStartArguments,), "sft": (ModelArguments, DataArguments, SFTArguments),
-            "grpo": CONFIG_CLASSES, "sample": (*CONFIG_CLASSES, SampleArguments)}[kind]
+    return {"cold_start": COLD_START_CLASSES, "sft": SFT_CLASSES, "grpo": CONFIG_CLASSES, "sample": SAMPLE_CLASSES}[kind]
 
 
 def stage_fields(kind: str) -> set[str]:
@@ -130,11 +130,9 @@ def resolve_stage(pipeline: dict[str, Any], stages: list[Stage], index: int, bas
     recipe.update(stage.overrides)
     recipe["output_dir"] = stage_dir(pipeline, stage)
     earlier = stages[:index]
-    if stage.kind != "cold_start":
+    if stage.kind != "cold_start" and "model_name_or_path" not in stage.overrides:  # an override (a teacher) stays
         source = stage.model_from or next((s.name for s in reversed(earlier) if s.makes_model), "base")
-        if "model_name_or_path" in stage.overrides:  # e.g. a teacher for distillation
-            pass
-        elif source != "base":
+        if source != "base":
             recipe["model_name_or_path"] = os.path.join(pipeline["output_dir"], source, "model")
         elif "model_name_or_path" in pipeline:
             recipe["model_name_or_path"] = pipeline["model_name_or_path"]

@@ -60,6 +60,9 @@ class SampleArguments:
             raise ValueError("min_language_consistency and max_repetition must be in [0, 1]")
 
 
+SAMPLE_CLASSES = (*CONFIG_CLASSES, SampleArguments)  # the argument classes of a `grpo sample` recipe
+
+
 def normalise(text: str) -> str:
     """Lower-cased, whitespace-collapsed text: two completions are duplicates when these are equal."""
     return re.sub(r"\s+", " ", text).strip().lower()
@@ -197,7 +200,7 @@ def run_sample(model_args: ModelArguments, data_args: DataArguments, args: GRPOA
 def parse_sample_args(argv: list[str]):
     """``[RECIPE.yaml] [--field value ...]`` into Model/Data/GRPO arguments and :class:`SampleArguments`
     (:func:`grpo.config.parse_config`)."""
-    return parse_config(argv, (*CONFIG_CLASSES, SampleArguments))
+    return parse_config(argv, SAMPLE_CLASSES)
 
 
 def sample_main(argv: list[str]) -> int:

@@ -25,7 +25,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from grpo.config import DataArguments, JsonDict, ModelArguments, REPORT_TO, help_field as _help, parse_config
+from grpo.config import DataArguments, JsonDict, ModelArguments, checked_trackers, parse_config
+from grpo.config import help_field as _help
 from grpo.data import PROMPT_COLUMNS, THINK_PREFILL, load_rows, render_prompt
 from grpo.export import save_standalone
 
@@ -56,13 +57,12 @@ class SFTArguments:
 
     def __post_init__(self) -> None:
         self.sft_kwargs = dict(JsonDict(self.sft_kwargs))
-        if isinstance(self.report_to, str):
-            self.report_to = [self.report_to]
-        for tracker in self.report_to:
-            if tracker not in REPORT_TO:
-                raise ValueError(f"report_to must be among {REPORT_TO}, got {tracker!r}")
+        self.report_to = checked_trackers(self.report_to)
         if self.max_length < 2:
             raise ValueError(f"max_length must be >= 2, got {self.max_length}")
+
+
+SFT_CLASSES = (ModelArguments, DataArguments, SFTArguments)  # the argument classes of a `grpo sft` recipe
 
 
 def sft_example(row: dict[str, Any], where: str, tokenizer, data_args: DataArguments) -> dict[str, str]:
@@ -155,7 +155,7 @@ def run_sft(model_args: ModelArguments, data_args: DataArguments, args: SFTArgum
 
 def parse_sft_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, SFTArguments]:
     """``[RECIPE.yaml] [--field value ...]`` into the three dataclasses, parsed as ``grpo train`` parses."""
-    return parse_config(argv, (ModelArguments, DataArguments, SFTArguments))  # type: ignore[return-value]
+    return parse_config(argv, SFT_CLASSES)  # type: ignore[return-value]
 
 
 def sft_main(argv: list[str]) -> int:
