@@ -160,7 +160,7 @@ def run_sample(model_args: ModelArguments, data_args: DataArguments, args: GRPOA
     from grpo.checkpoint import write_json, write_jsonl
     from grpo.data import THINK_PREFILL, build_prompt_dataset
     from grpo.model import load_policy, load_tokenizer
-    from grpo.samplers import SamplingConfig, build_sampler
+    from grpo.samplers import build_run_sampler
 
     set_seed(args.seed)
     model_args.use_peft = False  # sample from the model as it is (no fresh LoRA adapter)
@@ -168,8 +168,7 @@ def run_sample(model_args: ModelArguments, data_args: DataArguments, args: GRPOA
     rows = build_prompt_dataset(data_args, tokenizer).rows[sample.prompt_offset:]
     rows = rows[:sample.num_prompts] if sample.num_prompts is not None else rows
     model = load_policy(model_args).to("cuda" if torch.cuda.is_available() else "cpu").eval()
-    sampler = build_sampler(args.sampler, model, tokenizer, SamplingConfig(
-        args.max_completion_length, args.temperature, args.top_p, args.top_k))
+    sampler = build_run_sampler(model, tokenizer, args)  # the recipe's vllm_* settings too
     default_source = os.path.basename(data_args.dataset_name.rstrip("/"))
     kept, by_source, k = [], {}, sample.num_samples
     prefix = THINK_PREFILL if data_args.think_prefill else ""  # stored completions always open <think>

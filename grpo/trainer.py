@@ -28,7 +28,7 @@ from grpo.logging import RunLogger, tracker_names
 from grpo.logprobs import completion_logprobs, completion_logprobs_shared_prompts
 from grpo.loss import policy_loss
 from grpo.model import load_policy, load_reference, load_tokenizer
-from grpo.samplers import SamplingConfig, build_sampler
+from grpo.samplers import build_run_sampler
 from grpo.scoring import build_reward_funcs, combine_rewards, reward_name, score_completions
 from grpo.stats import rollout_metrics
 from grpo.types import Rollout, TrainBatch, concat_rollouts, select_rollout, stack_or_none
@@ -79,8 +79,7 @@ class GRPOTrainer:
         self.logprob_fn = (completion_logprobs_shared_prompts if self.accelerator.num_processes == 1
                            and not model_args.gradient_checkpointing and not is_deepspeed(self.accelerator)
                            else completion_logprobs)
-        self.sampler = build_sampler(args.sampler, self.unwrapped_policy, self.tokenizer, SamplingConfig(
-            args.max_completion_length, args.temperature, args.top_p, args.top_k), args)
+        self.sampler = build_run_sampler(self.unwrapped_policy, self.tokenizer, args)
         self.prompts = PromptSampler(len(self.dataset), args.prompts_per_rollout, args.seed,
                                      self.accelerator.num_processes, self.accelerator.process_index)
         self.global_step = 0

@@ -71,7 +71,7 @@ def test_run_sample_writes_exactly_the_kept_completions(tmp_path, monkeypatch):
                     + "\n" + json.dumps({"question": "Weng earns $12 an hour ...", "answer": "#### 10", "source": "b"}) + "\n")
     import grpo.samplers
 
-    monkeypatch.setattr(grpo.samplers, "build_sampler", lambda *a, **k: FixedSampler([CASES_72, CASES_10]))
+    monkeypatch.setattr(grpo.samplers, "build_run_sampler", lambda *a, **k: FixedSampler([CASES_72, CASES_10]))
     out = tmp_path / "out"
     model_args, data_args, args, sample = parse_sample_args([
         "--model_name_or_path", "tiny-random-llama", "--dataset_name", str(data), "--output_dir", str(out),

@@ -1,5 +1,5 @@
 """Samplers: generate G completions per prompt and take new policy weights."""
 
-from grpo.samplers.base import Sampler, SamplingConfig, build_sampler, resolve_sampler_name
+from grpo.samplers.base import Sampler, SamplingConfig, build_run_sampler, build_sampler, resolve_sampler_name
 
-__all__ = ["Sampler", "SamplingConfig", "build_sampler", "resolve_sampler_name"]
+__all__ = ["Sampler", "SamplingConfig", "build_run_sampler", "build_sampler", "resolve_sampler_name"]

@@ -83,3 +83,10 @@ def build_sampler(name: str, model: torch.nn.Module, tokenizer, config: Sampling
     module_name, class_name = SAMPLERS[name].split(":")
     cls = getattr(importlib.import_module(module_name), class_name)
     return cls(model, tokenizer, config, args=args) if name == "vllm" else cls(model, tokenizer, config)
+
+
+def build_run_sampler(model: torch.nn.Module, tokenizer, args) -> Sampler:
+    """The sampler of a run: ``args.sampler`` with the run's sampling settings (``max_completion_length``,
+    ``temperature``, ``top_p``, ``top_k``) and engine settings, all from ``args`` (``GRPOArguments``)."""
+    config = SamplingConfig(args.max_completion_length, args.temperature, args.top_p, args.top_k)
+    return build_sampler(args.sampler, model, tokenizer, config, args)
