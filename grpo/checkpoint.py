@@ -30,6 +30,8 @@ import warnings
 import numpy as np
 import torch
 
+from grpo.io import write_json
+
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -111,23 +113,6 @@ def publish(tmp: str, output_dir: str, step: int, keep: int | None = None) -> st
         for stale in list_checkpoints(output_dir)[:-keep]:
             shutil.rmtree(stale, ignore_errors=True)
     return final
-
-
-def write_json(path: str, value: Any) -> None:
-    """Write ``value`` as indented JSON atomically (a temporary file beside ``path``, then a rename)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2)
-    os.replace(tmp, path)
-
-
-def write_jsonl(path: str, rows: list[dict]) -> None:
-    """Write ``rows`` as JSONL atomically (a temporary file beside ``path``, then a rename), creating the folder."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    os.replace(tmp, path)
 
 
 def write_trainer_state(folder: str, state: dict[str, Any]) -> None:

@@ -44,9 +44,9 @@ def export_main(argv: list[str]) -> int:
 
 
 # Subcommands implemented elsewhere, imported only when run (``module:function``, called with the arguments).
-COMMANDS = {"train": train_main, "export": export_main, "eval": "grpo.evaluate:eval_main", "score": "rewards.score:main",
-            "sft": "grpo.sft:sft_main", "cold_start": "grpo.cold_start:cold_start_main",
-            "sample": "grpo.rejection:sample_main", "pipeline": "grpo.pipeline:pipeline_main"}
+COMMANDS = {"train": train_main, "export": export_main, "eval": "grpo.eval.heldout:eval_main", "score": "rewards.score:main",
+            "sft": "grpo.r1.sft:sft_main", "cold_start": "grpo.r1.cold_start:cold_start_main",
+            "sample": "grpo.r1.sample:sample_main", "pipeline": "grpo.r1.pipeline:pipeline_main"}
 
 
 def command(name: str) -> Callable[[list[str]], int]:

@@ -214,7 +214,7 @@ class GRPOArguments:
     disable_tqdm: bool = _help("Hide the console progress bar.", default=False)
     # evaluation during training
     eval_steps: int = _help("Evaluate on held-out benchmark slices every N optimizer steps (0 = never).", default=0)
-    eval_benchmarks: list[str] = _help("Benchmarks (grpo/benchmarks.py registry or .jsonl paths) for eval_steps.",
+    eval_benchmarks: list[str] = _help("Benchmarks (grpo/eval/benchmarks.py registry or .jsonl paths) for eval_steps.",
                                        default_factory=lambda: ["gsm8k"])
     eval_limit: int = _help("Problems per benchmark in evaluation during training.", default=50)
     eval_num_samples: int = _help("Completions per problem in evaluation during training (pass@1, maj@k).", default=4)

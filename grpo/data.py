@@ -18,6 +18,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from grpo.config import DataArguments
+from grpo.io import read_jsonl
 from rewards.extract import last_boxed
 
 REASONING_GYM_PREFIX = "reasoning_gym:"
@@ -73,27 +74,6 @@ def extract_gold(answer: Any, answer_format: str = "auto") -> str:
 
 
 # --- sources --------------------------------------------------------------------------------------
-
-def read_jsonl(path: str) -> list[tuple[int, dict[str, Any]]]:
-    """``(line number, object)`` for every non-blank line of a JSONL file.
-
-    Raises ``ValueError`` as ``FILE:LINE: invalid JSON (...)`` or ``FILE:LINE: expected a JSON object``,
-    ``FileNotFoundError`` / ``UnicodeDecodeError`` from reading.
-    """
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{line_no}: invalid JSON ({err.msg} at column {err.colno})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
-            rows.append((line_no, row))
-    return rows
-
 
 def _load_local(path: str, split: str) -> list[dict[str, Any]]:
     if os.path.isdir(path):

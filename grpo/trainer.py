@@ -19,18 +19,18 @@ from transformers import get_scheduler
 
 import rewards as reward_library
 from grpo import checkpoint as ckpt
-from grpo.advantages import group_advantages, informative_groups
+from grpo.algo.advantages import group_advantages, informative_groups
 from grpo.config import DataArguments, GRPOArguments, ModelArguments, config_dict, save_config
 from grpo.data import PromptSampler, build_prompt_dataset
 from grpo.distributed import build_accelerator, gathered_for_generation, is_deepspeed, whole_models
 from grpo.export import load_weights_into
-from grpo.logging import RunLogger, tracker_names
+from grpo.run_logger import RunLogger, tracker_names
 from grpo.logprobs import completion_logprobs, completion_logprobs_shared_prompts
-from grpo.loss import policy_loss
+from grpo.algo.loss import policy_loss
 from grpo.model import load_policy, load_reference, load_tokenizer
 from grpo.samplers import build_run_sampler
 from grpo.scoring import build_reward_funcs, combine_rewards, reward_name, score_completions
-from grpo.stats import rollout_metrics
+from grpo.train_metrics import rollout_metrics
 from grpo.types import Rollout, TrainBatch, concat_rollouts, select_rollout, stack_or_none
 
 
@@ -324,8 +324,8 @@ class GRPOTrainer:
         args = self.args
         if not args.eval_steps or self.global_step % args.eval_steps or not self.accelerator.is_main_process:
             return {}
-        from grpo.benchmarks import load_benchmarks
-        from grpo.evaluate import evaluate_during_training
+        from grpo.eval.benchmarks import load_benchmarks
+        from grpo.eval.heldout import evaluate_during_training
 
         if not hasattr(self, "eval_rows"):
             self.eval_rows = load_benchmarks(args.eval_benchmarks, self.tokenizer, self.data_args, limit=args.eval_limit)

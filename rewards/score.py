@@ -40,7 +40,7 @@ def read_rows(path: str) -> tuple[list[str], dict[str, list[Any]]]:
         ScoreInputError: unreadable file, invalid JSON, a row that is not an object, or a row
             without a string ``completion`` (message: ``FILE:LINE: ...``).
     """
-    from grpo.data import read_jsonl
+    from grpo.io import read_jsonl
 
     rows: list[dict[str, Any]] = []
     try:

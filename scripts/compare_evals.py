@@ -5,7 +5,7 @@
 
 import argparse
 
-from grpo.eval_report import compare_table
+from grpo.eval.report import compare_table
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

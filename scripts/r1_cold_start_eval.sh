@@ -11,7 +11,7 @@ for pair in "sft outputs/r1-smollm2/sft_cold_start/model" "base smollm2-135m-ins
   set -- $pair
   OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} "$PY" -c "
 import sys; from accelerate.utils import set_seed; set_seed(0)
-from grpo.evaluate import eval_main; sys.exit(eval_main(sys.argv[1:]))" recipes/smollm2/r1_grpo.yaml --model "$2" \
+from grpo.eval.heldout import eval_main; sys.exit(eval_main(sys.argv[1:]))" recipes/smollm2/r1_grpo.yaml --model "$2" \
     --dataset_name ../shared/data/gsm8k/test.jsonl --limit 32 --eval_temperature 0.9 --max_completion_length 160 \
     --batch_size 32 --out "outputs/r1-measure/$1-seeded.jsonl"
   "$PY" -m grpo.cli score "outputs/r1-measure/$1-seeded.jsonl" --rewards accuracy,format,tag_count,language_consistency \

@@ -1,4 +1,4 @@
-"""grpo.advantages: hand-computed cases, a naive Python reference on random data, and error handling."""
+"""grpo.algo.advantages: hand-computed cases, a naive Python reference on random data, and error handling."""
 
 import math
 import random
@@ -6,7 +6,7 @@ import random
 import pytest
 import torch
 
-from grpo.advantages import SCALES, group_advantages, informative_groups, select_groups
+from grpo.algo.advantages import SCALES, group_advantages, informative_groups, select_groups
 
 NAN = float("nan")
 DT = torch.float64

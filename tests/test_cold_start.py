@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from grpo.cold_start import (ColdStartArguments, build_cold_start, clean_gsm8k_reasoning, r1_completion,
+from grpo.r1.cold_start import (ColdStartArguments, build_cold_start, clean_gsm8k_reasoning, r1_completion,
                              run_cold_start)
 from rewards import accuracy_reward, format_reward, language_consistency_reward
 

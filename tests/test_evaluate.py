@@ -8,12 +8,12 @@ import os
 import pytest
 import torch
 
-from grpo.benchmark_eval import EvalSettings, problem_metrics
-from grpo.budget import ThinkingBudget, generate_with_budget, thought_ids
+from grpo.eval.runner import EvalSettings, problem_metrics
+from grpo.eval.thinking_budget import ThinkingBudget, generate_with_budget, thought_ids
 from grpo.cli import main
 from grpo.data import render_prompt
-from grpo.evaluate import evaluate_during_training
-from grpo.metrics import pass_at_k
+from grpo.eval.heldout import evaluate_during_training
+from grpo.eval.metrics import pass_at_k
 from grpo.samplers import Sampler, SamplingConfig, build_sampler
 from grpo.samplers.hf import first_stop_end, left_pad
 from grpo.types import Rollout
@@ -283,7 +283,7 @@ def test_evaluate_during_training_on_the_tiny_model_keeps_the_rng(tiny_model, to
 
 @needs_data
 def test_benchmark_rows_limit_levels_and_gold(tokenizer):
-    from grpo.benchmarks import load_benchmarks
+    from grpo.eval.benchmarks import load_benchmarks
     from grpo.config import DataArguments
 
     with open(os.path.join(SHARED_DATA, "gsm8k", "test.jsonl")) as f:
@@ -367,7 +367,7 @@ def test_recipe_mode_still_works(tmp_path, capsys):
 
 
 def test_read_records_cuts_a_torn_last_line(tmp_path):
-    from grpo.benchmark_eval import read_records
+    from grpo.eval.runner import read_records
 
     path = tmp_path / "samples.jsonl"
     record = {"benchmark": "b", "budget": None, "index": 0, "metrics": None,
@@ -381,7 +381,7 @@ def test_read_records_cuts_a_torn_last_line(tmp_path):
 
 
 def test_count_thinking_tokens(tokenizer):
-    from grpo.budget import count_thinking_tokens
+    from grpo.eval.thinking_budget import count_thinking_tokens
 
     think, rest = "<think>\nthe sum is 5.\n", "</think>\n<answer>5</answer>"
     ids = encode(tokenizer, think + rest)
@@ -391,8 +391,8 @@ def test_count_thinking_tokens(tokenizer):
 
 
 def test_rescore_replaces_scores_and_recomputes_best_of_n(tmp_path, tokenizer):
-    from grpo.benchmark_eval import rescore
-    from grpo.verifiers import build_verifier
+    from grpo.eval.runner import rescore
+    from grpo.eval.verifiers import build_verifier
 
     good, bad = "<think>\nsum\n</think>\n<answer>\n3\n</answer>", "the answer is 3"
     samples = lambda texts, correct: [  # noqa: E731
@@ -460,7 +460,7 @@ def test_grpo_eval_reward_verifiers_take_the_recipes_settings(tmp_path):
 
 
 def test_summary_standard_error_and_mean_verifier_score():
-    from grpo.eval_report import markdown_table, summarize
+    from grpo.eval.report import markdown_table, summarize
 
     def record(index, verdicts, scores):
         samples = [{"correct": v, "tokens": 10, "truncated": False, "thinking_tokens": 10, "waits": 0,
@@ -480,7 +480,7 @@ def test_summary_standard_error_and_mean_verifier_score():
 
 
 def test_compare_table_labels_each_runs_rows(tmp_path):
-    from grpo.eval_report import compare_table
+    from grpo.eval.report import compare_table
 
     for name, p in (("base", 0.25), ("trained", 0.5)):
         (tmp_path / name).mkdir()
@@ -498,7 +498,7 @@ def test_compare_table_labels_each_runs_rows(tmp_path):
 
 
 def test_accuracy_plots_zoom_on_small_accuracies():
-    from grpo.eval_report import accuracy_ylim
+    from grpo.eval.report import accuracy_ylim
 
     assert accuracy_ylim([2.0, 12.0]) == pytest.approx((-0.45, 15.0))  # a 135M model's few percent fill the panel
     assert accuracy_ylim([0.0, 1.0]) == pytest.approx((-0.15, 5.0)) == accuracy_ylim([])

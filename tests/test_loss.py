@@ -1,4 +1,4 @@
-"""grpo.loss: naive per-sequence reference, gradient identities, clipping, KL, padding, global normalisers."""
+"""grpo.algo.loss: naive per-sequence reference, gradient identities, clipping, KL, padding, global normalisers."""
 
 import math
 import random
@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from grpo.loss import KL_ESTIMATORS, LOSS_TYPES, kl_divergence, policy_loss
+from grpo.algo.loss import KL_ESTIMATORS, LOSS_TYPES, kl_divergence, policy_loss
 
 DT = torch.float64
 ATOL = 1e-12

@@ -16,8 +16,8 @@ pytest.importorskip("trl")
 from trl.trainer.grpo_trainer import GRPOTrainer  # noqa: E402
 from trl.trainer.utils import nanstd  # noqa: E402
 
-from grpo.advantages import group_advantages  # noqa: E402
-from grpo.loss import policy_loss  # noqa: E402
+from grpo.algo.advantages import group_advantages  # noqa: E402
+from grpo.algo.loss import policy_loss  # noqa: E402
 
 ATOL = 1e-10  # float64 throughout; the two implementations agree to rounding
 DT = torch.float64
@@ -151,7 +151,7 @@ def test_matches_trl(loss_type, config):
     torch.testing.assert_close(o_loss, t_loss, rtol=0, atol=ATOL)
     assert t_grad.abs().sum() > 0
     if loss_type == "gspo" and opts["top_q"] < 1:
-        # Deliberate difference (see grpo/loss.py, _sequence_log_ratio): trl multiplies the *sequence* loss by the
+        # Deliberate difference (see grpo/algo/loss.py, _sequence_log_ratio): trl multiplies the *sequence* loss by the
         # entropy mask, so the gradient of s_i still reaches every token of the sequence; GSPO-token puts it only
         # on the kept (high-entropy) tokens. Same loss, same per-sequence total gradient, different placement.
         kept, pad = _kept_tokens(b, opts["top_q"]), ~b.mask.bool()

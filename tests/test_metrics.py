@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from grpo.metrics import (answer_classes, best_index, best_of_n, k_values, length_stats, maj_at_k, majority_class,
+from grpo.eval.metrics import (answer_classes, best_index, best_of_n, k_values, length_stats, maj_at_k, majority_class,
                           mean_at_k, pass_at_k)
-from grpo.verifiers import RewardModelVerifier, SelfVerifier, build_verifier
+from grpo.eval.verifiers import RewardModelVerifier, SelfVerifier, build_verifier
 from rewards import accuracy_reward
 
 

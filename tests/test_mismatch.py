@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from grpo.loss import policy_loss
-from grpo.mismatch import mismatch_sums, tis_weights
+from grpo.algo.loss import policy_loss
+from grpo.algo.mismatch import mismatch_sums, tis_weights
 
 
 def _case(seed=0, n=5, t=7):

@@ -7,7 +7,7 @@ import os
 import pytest
 import yaml
 
-from grpo.pipeline import ARTEFACT, load_pipeline, resolve_stage, run_pipeline, stage_fields
+from grpo.r1.pipeline import ARTEFACT, load_pipeline, resolve_stage, run_pipeline, stage_fields
 from tests.test_cold_start import GSM8K_ROWS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -159,7 +159,7 @@ def test_tiny_pipeline_end_to_end_and_grpo_resume(tmp_path, gsm8k_file, monkeypa
 def test_launcher_starts_sft_and_grpo_stages_as_commands(tmp_path):
     import sys
 
-    from grpo.pipeline import launcher_runner
+    from grpo.r1.pipeline import launcher_runner
 
     fake = tmp_path / "fake_launch.py"
     fake.write_text("import os, sys, json\nargs = sys.argv[1:]\n"
@@ -171,7 +171,7 @@ def test_launcher_starts_sft_and_grpo_stages_as_commands(tmp_path):
     assert run_pipeline(path, runner=launcher_runner(f"{sys.executable} {fake} --num_processes 8")) == ["sft1", "rl1"]
     folder = str(tmp_path / "run" / "rl1")
     assert json.load(open(os.path.join(folder, "argv.json"))) == [
-        "--num_processes", "8", "-m", "grpo.pipeline", "grpo", os.path.join(folder, "stage.yaml"), folder]
+        "--num_processes", "8", "-m", "grpo.r1.pipeline", "grpo", os.path.join(folder, "stage.yaml"), folder]
     os.environ["FAIL"] = "1"
     try:
         os.remove(os.path.join(folder, "DONE"))

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from grpo.rejection import SampleArguments, parse_sample_args, rejection_reasons, run_sample, select_completions
+from grpo.r1.sample import SampleArguments, parse_sample_args, rejection_reasons, run_sample, select_completions
 from grpo.types import Rollout
 
 GOOD = "<think>\nNatalia sold 48 / 2 = 24 clips in May, so 48 + 24 = 72 clips in all.\n</think>\n<answer>\n72\n</answer>"

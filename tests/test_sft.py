@@ -7,7 +7,7 @@ import pytest
 
 from grpo.config import DataArguments
 from grpo.data import build_prompt_dataset
-from grpo.sft import SFTArguments, build_sft_examples, sft_config, sft_example
+from grpo.r1.sft import SFTArguments, build_sft_examples, sft_config, sft_example
 
 COMPLETION = "<think>\nNatalia sold 48/2 = 24 clips in May.\n</think>\n<answer>\n72\n</answer>"
 PROBLEM = "Natalia sold clips to 48 of her friends in April. How many?"

@@ -11,7 +11,7 @@ import torch
 
 from grpo.config import parse_config
 from grpo.logprobs import completion_logprobs, completion_logprobs_shared_prompts, prompt_groups
-from grpo.loss import policy_loss
+from grpo.algo.loss import policy_loss
 from grpo.samplers.base import SamplingConfig
 from grpo.samplers.decode import sample_groups
 from grpo.trainer import GRPOTrainer

@@ -1,4 +1,4 @@
-"""grpo.weight_sync: plain names, LoRA merged out of place (against peft's merge_and_unload), buckets."""
+"""grpo.samplers.weight_sync: plain names, LoRA merged out of place (against peft's merge_and_unload), buckets."""
 
 import copy
 
@@ -7,7 +7,7 @@ import torch
 
 from grpo.config import ModelArguments
 from grpo.model import load_policy
-from grpo.weight_sync import _buckets, _units, policy_weights, vllm_name
+from grpo.samplers.weight_sync import _buckets, _units, policy_weights, vllm_name
 
 
 def test_vllm_name_maps_peft_names_to_plain_ones():

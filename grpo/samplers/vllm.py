@@ -6,7 +6,7 @@
   trainer computes; with top-k / top-p it is that of the filtered distribution actually sampled from, where
   the transformers sampler records the unfiltered one).
 - Weight sync (:meth:`VLLMSampler.sync_weights`): the policy's weights by plain transformers name, in buckets of
-  ``vllm_sync_bucket_mb`` (``grpo.weight_sync.policy_weights``: LoRA merged out of place, ZeRO-3 gathered one
+  ``vllm_sync_bucket_mb`` (``grpo.samplers.weight_sync.policy_weights``: LoRA merged out of place, ZeRO-3 gathered one
   bucket at a time), through the worker's ``reload_weights`` (vLLM's layerwise reload: every layer is
   restored to its checkpoint layout, loaded, then processed again). A plain ``model.load_weights`` is not
   enough on CPU: vLLM's CPU backend repacks each linear weight after loading and leaves ``layer.weight``
@@ -29,7 +29,7 @@ import torch
 from grpo.samplers.base import Sampler, SamplingConfig
 from grpo.samplers.decode import default_eos_ids, left_pad
 from grpo.types import Rollout
-from grpo.weight_sync import policy_weights
+from grpo.samplers.weight_sync import policy_weights
 
 CPU_KV_CACHE_GB = 1.0  # vLLM's CPU default is half the free memory, far too much beside training
 

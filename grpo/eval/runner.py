@@ -19,10 +19,10 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from grpo.budget import Generation, ThinkingBudget, generate_plain, generate_with_budget
-from grpo.metrics import answer_classes, best_of_n, k_values, maj_at_k_from_classes, majority_class, pass_at_k
+from grpo.eval.thinking_budget import Generation, ThinkingBudget, generate_plain, generate_with_budget
+from grpo.eval.metrics import answer_classes, best_of_n, k_values, maj_at_k_from_classes, majority_class, pass_at_k
 from grpo.samplers import Sampler, SamplingConfig
-from grpo.verifiers import Verifier
+from grpo.eval.verifiers import Verifier
 from rewards.extract import extract_answer
 
 SKIPPED_COLUMNS = ("prompt_ids", "prompt", "benchmark", "index")  # not passed to rewards as columns

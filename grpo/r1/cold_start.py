@@ -26,9 +26,10 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
-from grpo.checkpoint import write_json, write_jsonl
+from grpo.io import write_json, write_jsonl
 from grpo.config import help_field as _help, parse_config
-from grpo.data import extract_gold, read_jsonl
+from grpo.data import extract_gold
+from grpo.io import read_jsonl
 
 CALCULATOR_RE = re.compile(r"<<[^<>]*>>")
 

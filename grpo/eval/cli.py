@@ -1,5 +1,5 @@
 """``grpo eval --benchmarks ...``: benchmark evaluation with test-time compute (pass@k, maj@k, best-of-N,
-thinking budgets), written to an output folder (see :mod:`grpo.benchmark_eval` and :mod:`grpo.eval_report`).
+thinking budgets), written to an output folder (see :mod:`grpo.eval.runner` and :mod:`grpo.eval.report`).
 
     grpo eval [RECIPE.yaml] --model PATH_OR_NAME --benchmarks gsm8k,math500,aime24,amc23 --num_samples 16 \\
         [--thinking_budgets 512,1024,2048] [--verifiers reward:format,rm:PATH,self] [--out_dir DIR]
@@ -21,11 +21,11 @@ from dataclasses import asdict, replace
 
 import torch
 
-from grpo.benchmark_eval import EvalSettings, run_benchmarks
-from grpo.benchmarks import load_benchmarks, resolve_benchmark
-from grpo.checkpoint import write_json
+from grpo.eval.runner import EvalSettings, run_benchmarks
+from grpo.eval.benchmarks import load_benchmarks, resolve_benchmark
+from grpo.io import write_json
 from grpo.config import DataArguments, ModelArguments, PROMPT_TEMPLATES
-from grpo.eval_report import markdown_table, summarize, write_outputs
+from grpo.eval.report import markdown_table, summarize, write_outputs
 
 SAMPLES_FILE, RUN_FILE = "samples.jsonl", "run.json"
 # Settings that may change when a run is resumed (the problems and budgets evaluated, the batching).
@@ -168,10 +168,10 @@ def _dtype(name: str) -> torch.dtype:
 
 def benchmark_main(argv: list[str]) -> int:
     """Run ``grpo eval --benchmarks ...``; prints the Markdown table and the paths written."""
-    from grpo.benchmark_eval import rescore
+    from grpo.eval.runner import rescore
     from grpo.model import load_policy, load_tokenizer
     from grpo.samplers import build_sampler, resolve_sampler_name
-    from grpo.verifiers import build_verifier
+    from grpo.eval.verifiers import build_verifier
 
     ns = build_parser().parse_args(argv)
     model_args, data_args, max_len, reward_kwargs = resolve_configs(ns)

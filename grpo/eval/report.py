@@ -2,7 +2,7 @@
 
 ``summarize`` gives one result per (benchmark, budget): the mean over verifiable problems of every
 per-problem metric (``pass@k``, ``maj@k``, ``bon@k/<verifier>``), plus length statistics pooled over all
-samples (see :func:`grpo.metrics.length_stats`) and thinking statistics.
+samples (see :func:`grpo.eval.metrics.length_stats`) and thinking statistics.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import math
 import os
 import re
 
-from grpo.checkpoint import write_json
-from grpo.metrics import length_stats
+from grpo.io import write_json
+from grpo.eval.metrics import length_stats
 
 SUMMARY_FILE, TABLE_FILE = "summary.json", "summary.md"
 K_PLOT, BUDGET_PLOT = "accuracy_vs_k.png", "accuracy_vs_budget.png"
@@ -38,7 +38,7 @@ def standard_error(values: list[float]) -> float | None:
 def summarize_group(records: list[dict]) -> dict:
     """One result from the records of one (benchmark, budget): the mean of every per-problem metric,
     ``pass@1_stderr`` (:func:`standard_error`), ``score/<verifier>`` (mean verifier score over samples) and
-    the length figures of :func:`grpo.metrics.length_stats`."""
+    the length figures of :func:`grpo.eval.metrics.length_stats`."""
     scored = [r for r in records if r["metrics"] is not None]
     samples = [s for r in scored for s in r["samples"]]
     result = {"benchmark": records[0]["benchmark"], "budget": records[0]["budget"], "num_problems": len(scored),

@@ -60,10 +60,10 @@ class Stage:
 
 def _argument_classes(kind: str) -> tuple:
     """The argument classes that the subcommand of ``kind`` parses its recipe into."""
-    from grpo.cold_start import COLD_START_CLASSES
+    from grpo.r1.cold_start import COLD_START_CLASSES
     from grpo.config import CONFIG_CLASSES
-    from grpo.rejection import SAMPLE_CLASSES
-    from grpo.sft import SFT_CLASSES
+    from grpo.r1.sample import SAMPLE_CLASSES
+    from grpo.r1.sft import SFT_CLASSES
 
     return {"cold_start": COLD_START_CLASSES, "sft": SFT_CLASSES, "grpo": CONFIG_CLASSES, "sample": SAMPLE_CLASSES}[kind]
 
@@ -188,7 +188,7 @@ def run_grpo_stage(argv: list[str], folder: str) -> None:
 
 
 def launcher_runner(launcher: str) -> Callable[[str, str, str], None]:
-    """A runner that starts ``sft`` and ``grpo`` stages as ``LAUNCHER -m grpo.pipeline KIND RECIPE FOLDER``
+    """A runner that starts ``sft`` and ``grpo`` stages as ``LAUNCHER -m grpo.r1.pipeline KIND RECIPE FOLDER``
     (e.g. ``accelerate launch --config_file accelerate_configs/ddp.yaml``) and runs the others in this process.
     Raises ``RuntimeError`` when the launched stage fails."""
     import shlex
@@ -197,7 +197,7 @@ def launcher_runner(launcher: str) -> Callable[[str, str, str], None]:
     def runner(kind: str, recipe_path: str, folder: str) -> None:
         if kind not in ("sft", "grpo"):
             return run_stage(kind, recipe_path, folder)
-        command = [*shlex.split(launcher), "-m", "grpo.pipeline", kind, recipe_path, folder]
+        command = [*shlex.split(launcher), "-m", "grpo.r1.pipeline", kind, recipe_path, folder]
         if subprocess.run(command).returncode != 0:
             raise RuntimeError(f"stage in {folder} failed: {' '.join(command)}")
 
@@ -206,7 +206,7 @@ def launcher_runner(launcher: str) -> Callable[[str, str, str], None]:
 
 def mark_done(folder: str, info: dict[str, Any]) -> None:
     """Write the ``DONE`` marker atomically (temporary file, then rename)."""
-    from grpo.checkpoint import write_json
+    from grpo.io import write_json
 
     write_json(os.path.join(folder, DONE), info)
 
@@ -260,7 +260,7 @@ def pipeline_main(argv: list[str]) -> int:
     return 0
 
 
-if __name__ == "__main__":  # one stage, as started by launcher_runner: python -m grpo.pipeline KIND RECIPE FOLDER
+if __name__ == "__main__":  # one stage, as started by launcher_runner: python -m grpo.r1.pipeline KIND RECIPE FOLDER
     import sys
 
     run_stage(*sys.argv[1:4])

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from grpo.config import DataArguments
-from grpo.data import extract_gold, load_rows, read_jsonl, render_prompt
+from grpo.data import extract_gold, load_rows, render_prompt
+from grpo.io import read_jsonl
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project root
 DEFAULT_DATA_DIR = os.path.join(os.path.dirname(ROOT), "shared", "data")
 """``../shared/data`` relative to the project root: offline copies of the benchmarks."""
 LONG_FIELDS = ("solution", "question", "problem", "prompt", "answer")  # not copied into the rows

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from grpo.mismatch import mismatch_sums, tis_weights
+from grpo.algo.mismatch import mismatch_sums, tis_weights
 
 __all__ = ["KL_ESTIMATORS", "LOSS_TYPES", "LossType", "Normalisers", "kl_divergence", "policy_loss"]
 
@@ -274,9 +274,9 @@ def policy_loss(
     may hold anything (NaN, inf): they are replaced with ``torch.where`` first and affect neither loss nor grad.
 
     ``sampler_logprobs`` (the sampler's own log-probs of the tokens) adds the sampler-trainer mismatch metrics
-    (``grpo.mismatch.mismatch_sums``, against ``old`` = pi_old of the trainer); ``tis_cap`` C > 0 multiplies the
+    (``grpo.algo.mismatch.mismatch_sums``, against ``old`` = pi_old of the trainer); ``tis_cap`` C > 0 multiplies the
     policy-gradient term of each token by the truncated importance weight ``min(pi_old / pi_sampler, C)``
-    (per token or per sequence, ``tis_level``; Yao et al. 2025, ``grpo.mismatch.tis_weights``). The KL and
+    (per token or per sequence, ``tis_level``; Yao et al. 2025, ``grpo.algo.mismatch.tis_weights``). The KL and
     entropy terms are not weighted.
 
     Args:

@@ -6,7 +6,7 @@ Two modes of ``grpo eval``:
   decoding (or sampling with ``--eval_temperature``) through the same sampler and prompt template as
   training, scored with the recipe's reward functions; one JSON line per problem.
 * ``grpo eval [RECIPE.yaml] --model PATH --benchmarks gsm8k,math500 --num_samples K ...``: registered
-  benchmarks with test-time compute (pass@k, maj@k, best-of-N, thinking budgets); see :mod:`grpo.eval_cli`.
+  benchmarks with test-time compute (pass@k, maj@k, best-of-N, thinking budgets); see :mod:`grpo.eval.cli`.
 
 :func:`evaluate_during_training` scores the policy on small held-out slices every few training steps.
 """
@@ -71,9 +71,9 @@ def eval_main(argv: list[str]) -> int:
     """``grpo eval RECIPE.yaml --model PATH [--out FILE] [recipe overrides]``: data, template, rewards and
     completion length come from the recipe (so training and evaluation agree); ``--model`` is any model
     name or folder, e.g. an exported checkpoint. With ``--benchmarks``: benchmark mode
-    (:func:`grpo.eval_cli.benchmark_main`)."""
+    (:func:`grpo.eval.cli.benchmark_main`)."""
     if _benchmark_mode(argv):
-        from grpo.eval_cli import benchmark_main
+        from grpo.eval.cli import benchmark_main
 
         return benchmark_main(argv)
     parser = argparse.ArgumentParser(prog="grpo eval", add_help=False)
@@ -115,7 +115,7 @@ def evaluate_during_training(model, tokenizer, rows_by_benchmark: dict[str, list
 
     Args:
         model: the (unwrapped) policy; tokenizer: its tokenizer.
-        rows_by_benchmark: ``{name: rows}`` from :func:`grpo.benchmarks.load_benchmarks` (built once).
+        rows_by_benchmark: ``{name: rows}`` from :func:`grpo.eval.benchmarks.load_benchmarks` (built once).
         reward_funcs: rewards of which the first ``accuracy`` or ``reasoning_gym`` gives the verdicts.
         num_samples: K completions per problem; max_completion_length: tokens per completion.
         sampler: the trainer's sampler (a vLLM engine is reused through ``with_config``); None: transformers.
@@ -129,9 +129,9 @@ def evaluate_during_training(model, tokenizer, rows_by_benchmark: dict[str, list
     Raises:
         ValueError: when no correctness reward is among ``reward_funcs``.
     """
-    from grpo.benchmark_eval import EvalSettings, sample_rows, score_batch
-    from grpo.eval_report import summarize_group
-    from grpo.stats import CORRECTNESS_REWARDS
+    from grpo.eval.runner import EvalSettings, sample_rows, score_batch
+    from grpo.eval.report import summarize_group
+    from grpo.train_metrics import CORRECTNESS_REWARDS
 
     names = [reward_name(f) for f in reward_funcs]
     judge = next((f for n, f in zip(names, reward_funcs) if n in CORRECTNESS_REWARDS), None)

@@ -157,7 +157,7 @@ def run_sample(model_args: ModelArguments, data_args: DataArguments, args: GRPOA
     import torch
     from accelerate.utils import set_seed
 
-    from grpo.checkpoint import write_json, write_jsonl
+    from grpo.io import write_json, write_jsonl
     from grpo.data import THINK_PREFILL, build_prompt_dataset
     from grpo.model import load_policy, load_tokenizer
     from grpo.samplers import build_run_sampler

@@ -1,0 +1,1 @@
+"""The DeepSeek-R1 pipeline: cold-start data, SFT, rejection sampling, multi-stage runs."""
