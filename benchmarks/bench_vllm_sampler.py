@@ -36,16 +36,33 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=1, help="first steps of each run left out")
     p.add_argument("--repeats", type=int, default=3, help="runs per sampler (alternating)")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--vllm_flags", default="--vllm_enforce_eager true --vllm_kv_cache_gb 1",
-                   help="extra flags of the vLLM runs")
+    p.add_argument(
+        "--vllm_flags", default="--vllm_enforce_eager true --vllm_kv_cache_gb 1", help="extra flags of the vLLM runs"
+    )
     p.add_argument("--extra", default="", help="extra flags of every run, e.g. '--max_completion_length 64'")
     return p.parse_args(argv)
 
 
 def run_once(args, sampler: str, output_dir: str) -> dict:
     """One training run in a subprocess; its measured steps and wall time."""
-    cmd = [sys.executable, "-m", "grpo.cli", "train", args.recipe, "--sampler", sampler, "--max_steps", str(args.steps),
-           "--output_dir", output_dir, "--save_steps", "0", "--disable_tqdm", "true", *args.extra.split()]
+    cmd = [
+        sys.executable,
+        "-m",
+        "grpo.cli",
+        "train",
+        args.recipe,
+        "--sampler",
+        sampler,
+        "--max_steps",
+        str(args.steps),
+        "--output_dir",
+        output_dir,
+        "--save_steps",
+        "0",
+        "--disable_tqdm",
+        "true",
+        *args.extra.split(),
+    ]
     if args.model:
         cmd += ["--model_name_or_path", args.model]
     if sampler == "vllm":
@@ -57,19 +74,30 @@ def run_once(args, sampler: str, output_dir: str) -> dict:
     if proc.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-4000:]}")
     records = [json.loads(line) for line in open(os.path.join(output_dir, "metrics.jsonl"))]
-    steps = records[args.warmup:]
-    return {"wall_s": wall, "steps_s": sum(r["step_time_s"] for r in records),
-            "tokens_per_s": [r["sample_tokens_per_s"] for r in steps], "step_time_s": [r["step_time_s"] for r in steps],
-            "sync_time_s": [r["sync_time_s"] for r in steps], "sample_s": [r["time/sample_s"] for r in steps],
-            "mismatch_abs": [r.get("mismatch/logprob_abs_diff") for r in steps], "reward": [r["reward"] for r in records]}
+    steps = records[args.warmup :]
+    return {
+        "wall_s": wall,
+        "steps_s": sum(r["step_time_s"] for r in records),
+        "tokens_per_s": [r["sample_tokens_per_s"] for r in steps],
+        "step_time_s": [r["step_time_s"] for r in steps],
+        "sync_time_s": [r["sync_time_s"] for r in steps],
+        "sample_s": [r["time/sample_s"] for r in steps],
+        "mismatch_abs": [r.get("mismatch/logprob_abs_diff") for r in steps],
+        "reward": [r["reward"] for r in records],
+    }
 
 
 def summarise(runs: list[dict]) -> dict:
     pool = lambda key: [v for r in runs for v in r[key] if v is not None]  # noqa: E731
-    return {"tokens_per_s": statistics.median(pool("tokens_per_s")), "step_time_s": statistics.median(pool("step_time_s")),
-            "sample_s": statistics.median(pool("sample_s")), "sync_time_s": statistics.median(pool("sync_time_s")),
-            "mismatch_abs_max": max(pool("mismatch_abs") or [float("nan")]),
-            "startup_s": statistics.median(r["wall_s"] - r["steps_s"] for r in runs), "runs": runs}
+    return {
+        "tokens_per_s": statistics.median(pool("tokens_per_s")),
+        "step_time_s": statistics.median(pool("step_time_s")),
+        "sample_s": statistics.median(pool("sample_s")),
+        "sync_time_s": statistics.median(pool("sync_time_s")),
+        "mismatch_abs_max": max(pool("mismatch_abs") or [float("nan")]),
+        "startup_s": statistics.median(r["wall_s"] - r["steps_s"] for r in runs),
+        "runs": runs,
+    }
 
 
 def main(argv=None) -> dict:
@@ -80,9 +108,11 @@ def main(argv=None) -> dict:
             for sampler in ("hf", "vllm"):
                 result = run_once(args, sampler, os.path.join(tmp, f"{sampler}-{i}"))
                 runs[sampler].append(result)
-                print(f"{sampler} run {i}: median {statistics.median(result['tokens_per_s']):.0f} sample tok/s, "
-                      f"median step {statistics.median(result['step_time_s']):.2f} s, wall {result['wall_s']:.0f} s",
-                      flush=True)
+                print(
+                    f"{sampler} run {i}: median {statistics.median(result['tokens_per_s']):.0f} sample tok/s, "
+                    f"median step {statistics.median(result['step_time_s']):.2f} s, wall {result['wall_s']:.0f} s",
+                    flush=True,
+                )
     out = {name: summarise(r) for name, r in runs.items()}
     out["tokens_per_s_ratio"] = out["vllm"]["tokens_per_s"] / out["hf"]["tokens_per_s"]
     out["settings"] = vars(args)

@@ -39,17 +39,34 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-INSTRUCTION = ("Think step by step inside <think> </think> tags, then write only the final number inside "
-               "<answer> </answer> tags.")
+INSTRUCTION = (
+    "Think step by step inside <think> </think> tags, then write only the final number inside <answer> </answer> tags."
+)
 
 # Settings per size; every field can be overridden on the command line.
 SIZES = {
-    "tiny": dict(model="tiny-random-llama", num_generations=4, per_device_train_batch_size=4,
-                 gradient_accumulation_steps=2, max_completion_length=16, temperature=1.0, beta=0.04,
-                 learning_rate=1e-3, dataset_size=64),
-    "smollm2": dict(model="smollm2-135m-instruct", num_generations=8, per_device_train_batch_size=8,
-                    gradient_accumulation_steps=4, max_completion_length=96, temperature=0.7, beta=0.02,
-                    learning_rate=2e-4, dataset_size=2000),
+    "tiny": dict(
+        model="tiny-random-llama",
+        num_generations=4,
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=2,
+        max_completion_length=16,
+        temperature=1.0,
+        beta=0.04,
+        learning_rate=1e-3,
+        dataset_size=64,
+    ),
+    "smollm2": dict(
+        model="smollm2-135m-instruct",
+        num_generations=8,
+        per_device_train_batch_size=8,
+        gradient_accumulation_steps=4,
+        max_completion_length=96,
+        temperature=0.7,
+        beta=0.02,
+        learning_rate=2e-4,
+        dataset_size=2000,
+    ),
 }
 
 
@@ -94,25 +111,62 @@ def parse_args(argv=None) -> argparse.Namespace:
 def grpo_configs(args, output_dir: str):
     from grpo.config import DataArguments, GRPOArguments, ModelArguments
 
-    model_args = ModelArguments(model_name_or_path=args.model, use_peft=args.lora, lora_r=args.lora_r,
-                                lora_alpha=args.lora_alpha, lora_dropout=0.0)
-    data_args = DataArguments(dataset_name="reasoning_gym:basic_arithmetic", dataset_size=args.dataset_size,
-                              dataset_seed=42, reasoning_gym_kwargs={"min_terms": 2, "max_terms": 2, "min_digits": 1,
-                                                                     "max_digits": 1},
-                              prompt_template="chat", system_prompt="", instruction=INSTRUCTION, think_prefill=True,
-                              max_prompt_length=256)
+    model_args = ModelArguments(
+        model_name_or_path=args.model,
+        use_peft=args.lora,
+        lora_r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=0.0,
+    )
+    data_args = DataArguments(
+        dataset_name="reasoning_gym:basic_arithmetic",
+        dataset_size=args.dataset_size,
+        dataset_seed=42,
+        reasoning_gym_kwargs={"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1},
+        prompt_template="chat",
+        system_prompt="",
+        instruction=INSTRUCTION,
+        think_prefill=True,
+        max_prompt_length=256,
+    )
     train_args = GRPOArguments(
-        output_dir=output_dir, seed=args.seed, max_steps=args.steps, learning_rate=args.learning_rate,
-        lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.99,
-        adam_epsilon=1e-8, max_grad_norm=1.0, mixed_precision="no", num_generations=args.num_generations,
+        output_dir=output_dir,
+        seed=args.seed,
+        max_steps=args.steps,
+        learning_rate=args.learning_rate,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        weight_decay=0.0,
+        adam_beta1=0.9,
+        adam_beta2=0.99,
+        adam_epsilon=1e-8,
+        max_grad_norm=1.0,
+        mixed_precision="no",
+        num_generations=args.num_generations,
         per_device_train_batch_size=args.per_device_train_batch_size,
-        gradient_accumulation_steps=args.gradient_accumulation_steps, steps_per_generation=1,
-        num_iterations=args.num_iterations, sampler="hf", max_completion_length=args.max_completion_length,
-        temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, reward_funcs=["accuracy", "format"],
-        reward_weights=[1.0, 1.0], reward_kwargs={"format": {"strict": False}}, loss_type="grpo",
-        scale_rewards="group", epsilon_low=0.2, epsilon_high=0.2, beta=args.beta, kl_estimator="k3",
-        mask_truncated_completions=False, report_to=["none"], disable_tqdm=True, save_steps=0,
-        num_completions_to_log=0, logging_steps=1,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        steps_per_generation=1,
+        num_iterations=args.num_iterations,
+        sampler="hf",
+        max_completion_length=args.max_completion_length,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        reward_funcs=["accuracy", "format"],
+        reward_weights=[1.0, 1.0],
+        reward_kwargs={"format": {"strict": False}},
+        loss_type="grpo",
+        scale_rewards="group",
+        epsilon_low=0.2,
+        epsilon_high=0.2,
+        beta=args.beta,
+        kl_estimator="k3",
+        mask_truncated_completions=False,
+        report_to=["none"],
+        disable_tqdm=True,
+        save_steps=0,
+        num_completions_to_log=0,
+        logging_steps=1,
     )
     return model_args, data_args, train_args
 
@@ -147,9 +201,14 @@ def run_ours(args, output_dir: str) -> dict:
     def timed_generate(prompt_ids, num_generations):
         start = time.perf_counter()
         rollout = generate(prompt_ids, num_generations)
-        samples.append({"start": start, "end": time.perf_counter(),
-                        "completion_tokens": int(rollout.completion_mask.sum()),
-                        "prompt_tokens": sum(len(p) for p in prompt_ids) * num_generations})
+        samples.append(
+            {
+                "start": start,
+                "end": time.perf_counter(),
+                "completion_tokens": int(rollout.completion_mask.sum()),
+                "prompt_tokens": sum(len(p) for p in prompt_ids) * num_generations,
+            }
+        )
         return rollout
 
     sampler.generate = timed_generate
@@ -188,29 +247,67 @@ def run_trl(args, output_dir: str) -> dict:
         raise RuntimeError("trl would tokenize the prompts differently from grpo")
 
     config = GRPOConfig(
-        output_dir=output_dir, seed=args.seed, max_steps=args.steps, learning_rate=ours.learning_rate,
-        lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.99,
-        adam_epsilon=1e-8, max_grad_norm=1.0, use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False,
+        output_dir=output_dir,
+        seed=args.seed,
+        max_steps=args.steps,
+        learning_rate=ours.learning_rate,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        weight_decay=0.0,
+        adam_beta1=0.9,
+        adam_beta2=0.99,
+        adam_epsilon=1e-8,
+        max_grad_norm=1.0,
+        use_cpu=True,
+        bf16=False,
+        fp16=False,
+        gradient_checkpointing=False,
         per_device_train_batch_size=ours.per_device_train_batch_size,
         gradient_accumulation_steps=ours.gradient_accumulation_steps,
         steps_per_generation=ours.gradient_accumulation_steps * ours.steps_per_generation,  # trl counts micro-batches
-        num_generations=ours.num_generations, num_iterations=ours.num_iterations,
-        max_completion_length=ours.max_completion_length, temperature=ours.temperature, top_p=ours.top_p,
-        top_k=ours.top_k, beta=ours.beta, epsilon=ours.epsilon_low, epsilon_high=ours.epsilon_high,
-        loss_type="grpo", scale_rewards="group", mask_truncated_completions=False, reward_weights=ours.reward_weights,
-        shuffle_dataset=False, logging_strategy="no", save_strategy="no", report_to="none", disable_tqdm=True,
-        dataloader_num_workers=0, log_completions=False, use_vllm=False,
+        num_generations=ours.num_generations,
+        num_iterations=ours.num_iterations,
+        max_completion_length=ours.max_completion_length,
+        temperature=ours.temperature,
+        top_p=ours.top_p,
+        top_k=ours.top_k,
+        beta=ours.beta,
+        epsilon=ours.epsilon_low,
+        epsilon_high=ours.epsilon_high,
+        loss_type="grpo",
+        scale_rewards="group",
+        mask_truncated_completions=False,
+        reward_weights=ours.reward_weights,
+        shuffle_dataset=False,
+        logging_strategy="no",
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        log_completions=False,
+        use_vllm=False,
     )
     peft_config = None
     if args.lora:
         from peft import LoraConfig
 
-        peft_config = LoraConfig(r=model_args.lora_r, lora_alpha=model_args.lora_alpha, lora_dropout=0.0,
-                                 target_modules="all-linear", task_type="CAUSAL_LM")
+        peft_config = LoraConfig(
+            r=model_args.lora_r,
+            lora_alpha=model_args.lora_alpha,
+            lora_dropout=0.0,
+            target_modules="all-linear",
+            task_type="CAUSAL_LM",
+        )
     reward_funcs = build_reward_funcs(data_args, ours)
     torch.manual_seed(args.seed)
-    trainer = TRLGRPOTrainer(model=load_base_model(model_args), reward_funcs=reward_funcs, args=config,
-                             train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
+    trainer = TRLGRPOTrainer(
+        model=load_base_model(model_args),
+        reward_funcs=reward_funcs,
+        args=config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
     step_begins, step_ends, samples = [], [], []
 
     class StepTimer(TrainerCallback):
@@ -226,9 +323,14 @@ def run_trl(args, output_dir: str) -> dict:
     def timed_generate(prompt_ids, *a, **k):
         start = time.perf_counter()
         completion_ids, logprobs = generate_single_turn(prompt_ids, *a, **k)
-        samples.append({"start": start, "end": time.perf_counter(),
-                        "completion_tokens": sum(len(c) for c in completion_ids),
-                        "prompt_tokens": sum(len(p) for p in prompt_ids)})
+        samples.append(
+            {
+                "start": start,
+                "end": time.perf_counter(),
+                "completion_tokens": sum(len(c) for c in completion_ids),
+                "prompt_tokens": sum(len(p) for p in prompt_ids),
+            }
+        )
         return completion_ids, logprobs
 
     trainer._generate_single_turn = timed_generate
@@ -306,8 +408,14 @@ def main(argv=None) -> dict:
         child_main(args)
         return {}
     which = [w.strip() for w in args.which.split(",") if w.strip()]
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
-           "TOKENIZERS_PARALLELISM": "false", "WANDB_MODE": "disabled", "PYTHONPATH": ROOT}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(args.threads),
+        "MKL_NUM_THREADS": str(args.threads),
+        "TOKENIZERS_PARALLELISM": "false",
+        "WANDB_MODE": "disabled",
+        "PYTHONPATH": ROOT,
+    }
     forwarded = [a for a in (argv if argv is not None else sys.argv[1:])]
     runs: dict[str, list[dict]] = {w: [] for w in which}
     with tempfile.TemporaryDirectory(prefix="bench-vs-trl-") as tmp:
@@ -323,33 +431,65 @@ def main(argv=None) -> dict:
                 with open(out) as f:
                     run = summarise_run(json.load(f), args.num_iterations)
                 runs[impl].append(run)
-                print(f"[{impl} {repeat + 1}/{args.repeats}] {time.perf_counter() - start:.1f}s in all; "
-                      f"steps {', '.join(f'{t:.2f}' for t in run['step_times_s'])} s; "
-                      f"peak RSS {run['peak_rss_mb']:.0f} MB", file=sys.stderr, flush=True)
+                print(
+                    f"[{impl} {repeat + 1}/{args.repeats}] {time.perf_counter() - start:.1f}s in all; "
+                    f"steps {', '.join(f'{t:.2f}' for t in run['step_times_s'])} s; "
+                    f"peak RSS {run['peak_rss_mb']:.0f} MB",
+                    file=sys.stderr,
+                    flush=True,
+                )
     summary = {impl: aggregate(r) for impl, r in runs.items()}
-    settings = {k: getattr(args, k) for k in ("size", "model", "lora", "steps", "repeats", "threads",
-                                                "num_generations", "per_device_train_batch_size",
-                                                "gradient_accumulation_steps", "max_completion_length", "temperature",
-                                                "top_p", "top_k", "beta", "num_iterations", "learning_rate", "seed")}
+    settings = {
+        k: getattr(args, k)
+        for k in (
+            "size",
+            "model",
+            "lora",
+            "steps",
+            "repeats",
+            "threads",
+            "num_generations",
+            "per_device_train_batch_size",
+            "gradient_accumulation_steps",
+            "max_completion_length",
+            "temperature",
+            "top_p",
+            "top_k",
+            "beta",
+            "num_iterations",
+            "learning_rate",
+            "seed",
+        )
+    }
     result = {"settings": settings, **summary, "runs": runs}
     if "ours" in summary and "trl" in summary:
         ours, trl = summary["ours"], summary["trl"]
-        result.update({
-            "step_time_ratio": ratio(ours["median_step_s"], trl["median_step_s"]),
-            "mean_step_time_ratio": ratio(ours["mean_step_s"], trl["mean_step_s"]),
-            "peak_rss_ratio": ratio(ours["peak_rss_mb"], trl["peak_rss_mb"]),
-            "sample_tokens_per_s_ratio": ratio(ours["sample_tokens_per_s"], trl["sample_tokens_per_s"]),
-            "tokens_per_s_ratio": ratio(ours["tokens_per_s"], trl["tokens_per_s"]),
-            "train_tokens_per_s_ratio": ratio(ours["train_tokens_per_s"], trl["train_tokens_per_s"]),
-        })
-        print(f"{'':6} {'median s/step':>14} {'mean s/step':>12} {'sample tok/s':>13} {'train tok/s':>12} "
-              f"{'peak RSS MB':>12}", file=sys.stderr)
+        result.update(
+            {
+                "step_time_ratio": ratio(ours["median_step_s"], trl["median_step_s"]),
+                "mean_step_time_ratio": ratio(ours["mean_step_s"], trl["mean_step_s"]),
+                "peak_rss_ratio": ratio(ours["peak_rss_mb"], trl["peak_rss_mb"]),
+                "sample_tokens_per_s_ratio": ratio(ours["sample_tokens_per_s"], trl["sample_tokens_per_s"]),
+                "tokens_per_s_ratio": ratio(ours["tokens_per_s"], trl["tokens_per_s"]),
+                "train_tokens_per_s_ratio": ratio(ours["train_tokens_per_s"], trl["train_tokens_per_s"]),
+            }
+        )
+        print(
+            f"{'':6} {'median s/step':>14} {'mean s/step':>12} {'sample tok/s':>13} {'train tok/s':>12} "
+            f"{'peak RSS MB':>12}",
+            file=sys.stderr,
+        )
         for impl in ("ours", "trl"):
             s = summary[impl]
-            print(f"{impl:6} {s['median_step_s']:14.3f} {s['mean_step_s']:12.3f} {s['sample_tokens_per_s'] or 0:13.1f} "
-                  f"{s['train_tokens_per_s'] or 0:12.1f} {s['peak_rss_mb']:12.0f}", file=sys.stderr)
-        print(f"ours/trl: step time {result['step_time_ratio']:.3f}, peak RSS {result['peak_rss_ratio']:.3f}",
-              file=sys.stderr)
+            print(
+                f"{impl:6} {s['median_step_s']:14.3f} {s['mean_step_s']:12.3f} {s['sample_tokens_per_s'] or 0:13.1f} "
+                f"{s['train_tokens_per_s'] or 0:12.1f} {s['peak_rss_mb']:12.0f}",
+                file=sys.stderr,
+            )
+        print(
+            f"ours/trl: step time {result['step_time_ratio']:.3f}, peak RSS {result['peak_rss_ratio']:.3f}",
+            file=sys.stderr,
+        )
     print(json.dumps(result), flush=True)
     return result
 

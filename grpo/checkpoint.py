@@ -23,9 +23,8 @@ import random
 import re
 import shutil
 import tempfile
-from typing import Any
-
 import warnings
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,8 +38,11 @@ def list_checkpoints(output_dir: str) -> list[str]:
     """Complete checkpoint folders in ``output_dir``, oldest (lowest step) first."""
     if not os.path.isdir(output_dir):
         return []
-    found = [(int(m.group(1)), name) for name in os.listdir(output_dir) if (m := CHECKPOINT_RE.match(name))
-             and os.path.isfile(os.path.join(output_dir, name, "trainer_state.json"))]
+    found = [
+        (int(m.group(1)), name)
+        for name in os.listdir(output_dir)
+        if (m := CHECKPOINT_RE.match(name)) and os.path.isfile(os.path.join(output_dir, name, "trainer_state.json"))
+    ]
     return [os.path.join(output_dir, name) for _, name in sorted(found)]
 
 
@@ -131,8 +133,17 @@ def rng_file(rank: int) -> str:
     return "rng.pt" if rank == 0 else f"rng-{rank}.pt"
 
 
-def save_training_checkpoint(accelerator, policy, optimizer, scheduler, tokenizer, configs: tuple,
-                             state: dict[str, Any], output_dir: str, keep: int | None) -> str:
+def save_training_checkpoint(
+    accelerator,
+    policy,
+    optimizer,
+    scheduler,
+    tokenizer,
+    configs: tuple,
+    state: dict[str, Any],
+    output_dir: str,
+    keep: int | None,
+) -> str:
     """Write ``checkpoint-<state['global_step']>``; every process must call it (module docstring: layout).
 
     ``policy``/``optimizer`` are the prepared objects (a DeepSpeed engine and its optimizer under
@@ -168,8 +179,11 @@ def save_training_checkpoint(accelerator, policy, optimizer, scheduler, tokenize
             shutil.rmtree(tmp, ignore_errors=True)
         raise
     accelerator.wait_for_everyone()  # every process has written its part
-    final = publish(tmp, output_dir, state["global_step"], keep) if main else \
-        os.path.join(output_dir, f"checkpoint-{state['global_step']}")
+    final = (
+        publish(tmp, output_dir, state["global_step"], keep)
+        if main
+        else os.path.join(output_dir, f"checkpoint-{state['global_step']}")
+    )
     accelerator.wait_for_everyone()  # nobody reads or rotates before the rename
     return final
 
@@ -185,16 +199,23 @@ def load_training_state(accelerator, policy, optimizer, scheduler, folder: str) 
     now = (accelerator.num_processes, zero_stage(accelerator))
     deepspeed_dir = os.path.join(folder, DEEPSPEED_TAG)
     if is_deepspeed(accelerator) and saved == now and os.path.isdir(deepspeed_dir):
-        loaded, _ = policy.load_checkpoint(folder, tag=DEEPSPEED_TAG, load_module_strict=False,
-                                           load_optimizer_states=True, load_lr_scheduler_states=False)
+        loaded, _ = policy.load_checkpoint(
+            folder,
+            tag=DEEPSPEED_TAG,
+            load_module_strict=False,
+            load_optimizer_states=True,
+            load_lr_scheduler_states=False,
+        )
         if loaded is None:  # DeepSpeed only logs a warning when it finds nothing to load
             raise FileNotFoundError(f"{deepspeed_dir}: DeepSpeed found no checkpoint to load")
     elif not is_deepspeed(accelerator) and os.path.isfile(os.path.join(folder, "optimizer.pt")):
         optimizer.load_state_dict(torch.load(os.path.join(folder, "optimizer.pt"), weights_only=False))
     else:
-        warnings.warn(f"{folder} was saved with {saved[0]} process(es) at ZeRO stage {saved[1]} and this run has "
-                      f"{now[0]} at stage {now[1]}: the weights are restored, the optimizer state starts from zero",
-                      stacklevel=2)
+        warnings.warn(
+            f"{folder} was saved with {saved[0]} process(es) at ZeRO stage {saved[1]} and this run has "
+            f"{now[0]} at stage {now[1]}: the weights are restored, the optimizer state starts from zero",
+            stacklevel=2,
+        )
     scheduler.load_state_dict(torch.load(os.path.join(folder, "scheduler.pt"), weights_only=False))
     own = os.path.join(folder, rng_file(accelerator.process_index))
     set_rng_state(torch.load(own if os.path.isfile(own) else os.path.join(folder, "rng.pt"), weights_only=False))

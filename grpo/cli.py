@@ -33,7 +33,9 @@ def train_main(argv: list[str]) -> int:
 
 
 def export_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="grpo export", description="Export a checkpoint as a standalone model folder.")
+    parser = argparse.ArgumentParser(
+        prog="grpo export", description="Export a checkpoint as a standalone model folder."
+    )
     parser.add_argument("checkpoint", help="a checkpoint-<step> folder written by grpo train")
     parser.add_argument("out_dir", help="where to write the model folder")
     ns = parser.parse_args(argv)
@@ -44,9 +46,16 @@ def export_main(argv: list[str]) -> int:
 
 
 # Subcommands implemented elsewhere, imported only when run (``module:function``, called with the arguments).
-COMMANDS = {"train": train_main, "export": export_main, "eval": "grpo.eval.heldout:eval_main", "score": "rewards.score:main",
-            "sft": "grpo.r1.sft:sft_main", "cold_start": "grpo.r1.cold_start:cold_start_main",
-            "sample": "grpo.r1.sample:sample_main", "pipeline": "grpo.r1.pipeline:pipeline_main"}
+COMMANDS = {
+    "train": train_main,
+    "export": export_main,
+    "eval": "grpo.eval.heldout:eval_main",
+    "score": "rewards.score:main",
+    "sft": "grpo.r1.sft:sft_main",
+    "cold_start": "grpo.r1.cold_start:cold_start_main",
+    "sample": "grpo.r1.sample:sample_main",
+    "pipeline": "grpo.r1.pipeline:pipeline_main",
+}
 
 
 def command(name: str) -> Callable[[list[str]], int]:

@@ -36,6 +36,7 @@ def help_field(text: str, **kwargs: Any) -> Any:
 
 _help = help_field
 
+
 @dataclass
 class ModelArguments:
     """Which policy to train and how (full weights or LoRA)."""
@@ -129,19 +130,25 @@ class DataArguments:
 class GRPOArguments:
     """The algorithm, the optimizer, sampling, rewards, logging and checkpoints."""
 
-    output_dir: str = _help("Folder for metrics.jsonl, completions.jsonl, checkpoints and the resolved config.", default="outputs/run")
+    output_dir: str = _help(
+        "Folder for metrics.jsonl, completions.jsonl, checkpoints and the resolved config.", default="outputs/run"
+    )
     seed: int = _help("Seed for python, numpy and torch (and the prompt order).", default=42)
     max_steps: int = _help("Number of optimizer steps to train.", default=100)
     # optimisation
     learning_rate: float = _help("Peak AdamW learning rate.", default=1e-6)
-    lr_scheduler_type: str = _help("`constant` or `cosine` (decay to 0 at max_steps), both after warmup.", default="constant")
+    lr_scheduler_type: str = _help(
+        "`constant` or `cosine` (decay to 0 at max_steps), both after warmup.", default="constant"
+    )
     warmup_steps: int = _help("Linear warmup from 0 over this many optimizer steps.", default=0)
     weight_decay: float = _help("AdamW decoupled weight decay.", default=0.0)
     adam_beta1: float = _help("AdamW beta1.", default=0.9)
     adam_beta2: float = _help("AdamW beta2.", default=0.99)
     adam_epsilon: float = _help("AdamW epsilon.", default=1e-8)
     max_grad_norm: float = _help("Clip the global gradient norm to this value (0 disables).", default=1.0)
-    mixed_precision: str = _help("`auto` (bf16 where the GPU supports it, fp32 on CPU), `no`, `bf16` or `fp16`.", default="auto")
+    mixed_precision: str = _help(
+        "`auto` (bf16 where the GPU supports it, fp32 on CPU), `no`, `bf16` or `fp16`.", default="auto"
+    )
     # batch geometry (per process)
     num_generations: int = _help("G: completions sampled per prompt (the group size).", default=8)
     per_device_train_batch_size: int = _help("Completions per forward/backward micro-batch on each process.", default=8)
@@ -151,77 +158,119 @@ class GRPOArguments:
         "per_device_train_batch_size x gradient_accumulation_steps x steps_per_generation completions per rollout.",
         default=1,
     )
-    num_iterations: int = _help("mu: passes over each generation batch (1 = on-policy, no old log-probs needed).", default=1)
+    num_iterations: int = _help(
+        "mu: passes over each generation batch (1 = on-policy, no old log-probs needed).", default=1
+    )
     # sampling
-    sampler: str = _help("`hf` (transformers generate), `vllm`, or `replay` (fixed completions per prompt, for tests).", default="hf")
+    sampler: str = _help(
+        "`hf` (transformers generate), `vllm`, or `replay` (fixed completions per prompt, for tests).", default="hf"
+    )
     max_completion_length: int = _help("Most tokens sampled per completion.", default=256)
     temperature: float = _help("Sampling temperature (log-probs for the loss use the same temperature).", default=1.0)
     top_p: float = _help("Nucleus sampling threshold (1.0 = off).", default=1.0)
     top_k: int = _help("Top-k sampling (0 = off).", default=0)
     # vLLM sampler (sampler: vllm; one engine colocated in each training process, see grpo/samplers/vllm.py)
     vllm_gpu_memory_utilization: float = _help(
-        "Share of the GPU's memory the colocated vLLM engine may take for weights and KV cache (GPU only).", default=0.3)
+        "Share of the GPU's memory the colocated vLLM engine may take for weights and KV cache (GPU only).", default=0.3
+    )
     vllm_kv_cache_gb: float = _help(
-        "vLLM KV cache size in GiB; 0 = from vllm_gpu_memory_utilization on a GPU, 1 GiB on CPU.", default=0.0)
+        "vLLM KV cache size in GiB; 0 = from vllm_gpu_memory_utilization on a GPU, 1 GiB on CPU.", default=0.0
+    )
     vllm_enable_sleep_mode: bool = _help(
-        "Offload vLLM's weights and free its KV cache while training, wake it for generation (GPU only).", default=False)
+        "Offload vLLM's weights and free its KV cache while training, wake it for generation (GPU only).", default=False
+    )
     vllm_tensor_parallel_size: int = _help(
         "Tensor-parallel size of each vLLM engine; > 1 shards it over that many training processes "
-        "(vLLM's external_launcher backend; the process count must be a multiple).", default=1)
+        "(vLLM's external_launcher backend; the process count must be a multiple).",
+        default=1,
+    )
     vllm_sync_bucket_mb: int = _help(
         "Weight sync streams the policy to vLLM in buckets of at most this many MiB (under ZeRO-3 each bucket "
-        "is gathered on its own, never the whole model).", default=256)
-    vllm_dtype: str = _help("vLLM weight dtype: `auto` (fp32 on CPU, bf16 on GPUs that support it), or a torch "
-                            "dtype name such as `float32`.", default="auto")
+        "is gathered on its own, never the whole model).",
+        default=256,
+    )
+    vllm_dtype: str = _help(
+        "vLLM weight dtype: `auto` (fp32 on CPU, bf16 on GPUs that support it), or a torch "
+        "dtype name such as `float32`.",
+        default="auto",
+    )
     vllm_max_model_len: int = _help("Longest prompt + completion vLLM serves (0 = the model's own limit).", default=0)
     vllm_enforce_eager: bool = _help(
         "Run vLLM without torch.compile and CUDA graphs: starts in seconds instead of about half a minute; "
-        "slower per token on a GPU.", default=False)
+        "slower per token on a GPU.",
+        default=False,
+    )
     # sampler-trainer mismatch correction
     tis_cap: float = _help(
         "Truncated importance sampling (Yao et al. 2025): weight each token's policy-gradient term by "
-        "min(pi_trainer_old / pi_sampler, tis_cap); 0 = off.", default=0.0)
-    tis_level: str = _help("`token`: one TIS weight per token; `sequence`: the product over the completion.",
-                           default="token")
+        "min(pi_trainer_old / pi_sampler, tis_cap); 0 = off.",
+        default=0.0,
+    )
+    tis_level: str = _help(
+        "`token`: one TIS weight per token; `sequence`: the product over the completion.", default="token"
+    )
     # rewards
-    reward_funcs: list[str] = _help("Reward names from the `rewards` registry.", default_factory=lambda: ["accuracy", "format"])
+    reward_funcs: list[str] = _help(
+        "Reward names from the `rewards` registry.", default_factory=lambda: ["accuracy", "format"]
+    )
     reward_weights: list[float] | None = _help("One weight per reward (default: all 1.0).", default=None)
-    reward_kwargs: JsonDict = _help('Per-reward keyword arguments, e.g. {"format": {"strict": false}} (JSON on the command line).', default_factory=dict)
+    reward_kwargs: JsonDict = _help(
+        'Per-reward keyword arguments, e.g. {"format": {"strict": false}} (JSON on the command line).',
+        default_factory=dict,
+    )
     # loss
     loss_type: str = _help("`grpo`, `dapo`, `dr_grpo` or `gspo` (see the README's variant table).", default="grpo")
     scale_rewards: str = _help("Advantage scaling: `group` (GRPO), `batch`, or `none` (Dr. GRPO).", default="group")
     epsilon_low: float = _help("Lower clip range: ratio clipped at 1 - epsilon_low.", default=0.2)
-    epsilon_high: float = _help("Upper clip range: ratio clipped at 1 + epsilon_high (clip-higher when > epsilon_low).", default=0.2)
+    epsilon_high: float = _help(
+        "Upper clip range: ratio clipped at 1 + epsilon_high (clip-higher when > epsilon_low).", default=0.2
+    )
     delta: float | None = _help("Dual-clip bound (> 1) for negative advantages; None disables.", default=None)
     beta: float = _help("KL penalty coefficient; 0 loads no reference model.", default=0.0)
     kl_estimator: str = _help("KL estimator to the reference: k1, k2 or k3 (Schulman 2020).", default="k3")
     dynamic_sampling: bool = _help(
         "DAPO dynamic sampling: drop groups whose rewards are all equal and sample more prompts until the "
-        "batch is full of informative groups.", default=False)
+        "batch is full of informative groups.",
+        default=False,
+    )
     max_generation_rounds: int = _help(
         "Cap on sampling rounds per rollout with dynamic_sampling; a batch still short after it is topped up "
-        "with uninformative groups (zero advantage) and the shortfall is logged.", default=4)
-    mask_truncated_completions: bool = _help("Leave completions that hit max_completion_length out of the loss.", default=False)
+        "with uninformative groups (zero advantage) and the shortfall is logged.",
+        default=4,
+    )
+    mask_truncated_completions: bool = _help(
+        "Leave completions that hit max_completion_length out of the loss.", default=False
+    )
     entropy_coef: float = _help("Entropy bonus coefficient (0 = off).", default=0.0)
-    top_entropy_quantile: float = _help("Train only on tokens at or above this entropy quantile (1.0 = all tokens).", default=1.0)
+    top_entropy_quantile: float = _help(
+        "Train only on tokens at or above this entropy quantile (1.0 = all tokens).", default=1.0
+    )
     advantage_eps: float = _help("Added to the std when scaling advantages.", default=1e-4)
     # logging
-    report_to: list[str] = _help("Trackers: none, wandb (offline when WANDB_API_KEY is unset), tensorboard.", default_factory=lambda: ["none"])
+    report_to: list[str] = _help(
+        "Trackers: none, wandb (offline when WANDB_API_KEY is unset), tensorboard.", default_factory=lambda: ["none"]
+    )
     run_name: str | None = _help("Run name in the tracker (default: the output folder's name).", default=None)
     project: str = _help("Tracker project name.", default="grpo")
     logging_steps: int = _help("Write metrics every N optimizer steps.", default=1)
-    num_completions_to_log: int = _help("Completions per step written to completions.jsonl and the W&B table.", default=4)
+    num_completions_to_log: int = _help(
+        "Completions per step written to completions.jsonl and the W&B table.", default=4
+    )
     disable_tqdm: bool = _help("Hide the console progress bar.", default=False)
     # evaluation during training
     eval_steps: int = _help("Evaluate on held-out benchmark slices every N optimizer steps (0 = never).", default=0)
-    eval_benchmarks: list[str] = _help("Benchmarks (grpo/eval/benchmarks.py registry or .jsonl paths) for eval_steps.",
-                                       default_factory=lambda: ["gsm8k"])
+    eval_benchmarks: list[str] = _help(
+        "Benchmarks (grpo/eval/benchmarks.py registry or .jsonl paths) for eval_steps.",
+        default_factory=lambda: ["gsm8k"],
+    )
     eval_limit: int = _help("Problems per benchmark in evaluation during training.", default=50)
     eval_num_samples: int = _help("Completions per problem in evaluation during training (pass@1, maj@k).", default=4)
     # checkpoints
     save_steps: int = _help("Checkpoint every N optimizer steps (0 = only at the end).", default=0)
     save_total_limit: int | None = _help("Keep at most this many checkpoints (oldest removed first).", default=2)
-    resume_from_checkpoint: str | None = _help("A checkpoint folder, or `latest` for the newest in output_dir.", default=None)
+    resume_from_checkpoint: str | None = _help(
+        "A checkpoint folder, or `latest` for the newest in output_dir.", default=None
+    )
 
     def __post_init__(self) -> None:
         self.reward_kwargs = dict(JsonDict(self.reward_kwargs))
@@ -237,9 +286,19 @@ class GRPOArguments:
             raise ValueError(f"tis_cap must be >= 0 (0 = off), got {self.tis_cap}")
         if not 0 < self.vllm_gpu_memory_utilization <= 1:
             raise ValueError(f"vllm_gpu_memory_utilization must be in (0, 1], got {self.vllm_gpu_memory_utilization}")
-        for name in ("max_steps", "num_generations", "per_device_train_batch_size", "gradient_accumulation_steps",
-                     "steps_per_generation", "num_iterations", "max_completion_length", "logging_steps",
-                     "max_generation_rounds", "vllm_tensor_parallel_size", "vllm_sync_bucket_mb"):
+        for name in (
+            "max_steps",
+            "num_generations",
+            "per_device_train_batch_size",
+            "gradient_accumulation_steps",
+            "steps_per_generation",
+            "num_iterations",
+            "max_completion_length",
+            "logging_steps",
+            "max_generation_rounds",
+            "vllm_tensor_parallel_size",
+            "vllm_sync_bucket_mb",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_generations < 2:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +53,7 @@ class PromptDataset:
 
 # --- gold answers ---------------------------------------------------------------------------------
 
+
 def extract_gold(answer: Any, answer_format: str = "auto") -> str:
     """The gold answer as a string: after ``#### `` (GSM8K), the last ``\\boxed{}`` (MATH), or as is.
 
@@ -74,6 +74,7 @@ def extract_gold(answer: Any, answer_format: str = "auto") -> str:
 
 
 # --- sources --------------------------------------------------------------------------------------
+
 
 def _load_local(path: str, split: str) -> list[dict[str, Any]]:
     if os.path.isdir(path):
@@ -100,7 +101,9 @@ def _load_local(path: str, split: str) -> list[dict[str, Any]]:
 def _load_reasoning_gym(task: str, args: DataArguments) -> list[dict[str, Any]]:
     import reasoning_gym
 
-    entries = reasoning_gym.create_dataset(task, size=args.dataset_size, seed=args.dataset_seed, **args.reasoning_gym_kwargs)
+    entries = reasoning_gym.create_dataset(
+        task, size=args.dataset_size, seed=args.dataset_seed, **args.reasoning_gym_kwargs
+    )
     return [
         {"question": e["question"], "answer": str(e["answer"]), "reasoning_gym_entry": json.loads(json.dumps(e))}
         for e in entries
@@ -111,7 +114,7 @@ def load_rows(args: DataArguments) -> list[dict[str, Any]]:
     """Raw rows of the configured source: reasoning-gym task, local file or folder, or hub data set."""
     name = args.dataset_name
     if name.startswith(REASONING_GYM_PREFIX):
-        return _load_reasoning_gym(name[len(REASONING_GYM_PREFIX):], args)
+        return _load_reasoning_gym(name[len(REASONING_GYM_PREFIX) :], args)
     if os.path.exists(name):
         return _load_local(name, args.dataset_split)
     if name.endswith((".jsonl", ".json", ".parquet")):
@@ -121,7 +124,9 @@ def load_rows(args: DataArguments) -> list[dict[str, Any]]:
     return list(datasets.load_dataset(name, args.dataset_config, split=args.dataset_split))
 
 
-def _pick_column(rows: list[dict[str, Any]], chosen: str | None, candidates: tuple[str, ...], what: str, source: str) -> str:
+def _pick_column(
+    rows: list[dict[str, Any]], chosen: str | None, candidates: tuple[str, ...], what: str, source: str
+) -> str:
     available = list(rows[0]) if rows else []
     if chosen is not None:
         if chosen not in available:
@@ -130,8 +135,9 @@ def _pick_column(rows: list[dict[str, Any]], chosen: str | None, candidates: tup
     for name in candidates:
         if name in available:
             return name
-    raise ValueError(f"{source}: no {what} column (looked for {list(candidates)}); columns are {available}; "
-                     f"set {what}_column")
+    raise ValueError(
+        f"{source}: no {what} column (looked for {list(candidates)}); columns are {available}; set {what}_column"
+    )
 
 
 # --- prompts --------------------------------------------------------------------------------------
@@ -139,8 +145,14 @@ def _pick_column(rows: list[dict[str, Any]], chosen: str | None, candidates: tup
 THINK_PREFILL = "<think>\n"
 
 
-def render_prompt(problem: str, tokenizer: PreTrainedTokenizerBase, template: str, system_prompt: str | None = None,
-                  instruction: str | None = None, think_prefill: bool = False) -> str:
+def render_prompt(
+    problem: str,
+    tokenizer: PreTrainedTokenizerBase,
+    template: str,
+    system_prompt: str | None = None,
+    instruction: str | None = None,
+    think_prefill: bool = False,
+) -> str:
     """Prompt text for ``problem``.
 
     ``r1``: the R1-Zero plain template. ``chat``: the tokenizer's chat template with a system message
@@ -174,10 +186,13 @@ def build_prompt_dataset(args: DataArguments, tokenizer: PreTrainedTokenizerBase
         try:
             gold = extract_gold(row[answer_col], args.answer_format)
         except (KeyError, ValueError) as err:
-            raise ValueError(f"{source}, row {i}: cannot read the gold answer from column {answer_col!r}: {err}") from err
+            raise ValueError(
+                f"{source}, row {i}: cannot read the gold answer from column {answer_col!r}: {err}"
+            ) from err
         problem = str(row[prompt_col])
-        prompt = render_prompt(problem, tokenizer, args.prompt_template, args.system_prompt, args.instruction,
-                               args.think_prefill)
+        prompt = render_prompt(
+            problem, tokenizer, args.prompt_template, args.system_prompt, args.instruction, args.think_prefill
+        )
         ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         if len(ids) > args.max_prompt_length:
             dropped += 1
@@ -202,8 +217,10 @@ class PromptSampler:
     def __init__(self, num_rows: int, batch_size: int, seed: int, num_processes: int = 1, process_index: int = 0):
         self.global_batch = batch_size * num_processes
         if num_rows < self.global_batch:
-            raise ValueError(f"the data set has {num_rows} prompts, fewer than one global batch "
-                             f"({batch_size} prompts x {num_processes} processes)")
+            raise ValueError(
+                f"the data set has {num_rows} prompts, fewer than one global batch "
+                f"({batch_size} prompts x {num_processes} processes)"
+            )
         self.num_rows, self.batch_size, self.seed = num_rows, batch_size, seed
         self.process_index = process_index
         self.batches_drawn = 0
@@ -212,14 +229,14 @@ class PromptSampler:
         per_epoch = self.num_rows // self.global_batch  # the incomplete tail of each epoch is skipped
         epoch, offset = divmod(batch, per_epoch)
         order = torch.randperm(self.num_rows, generator=torch.Generator().manual_seed(self.seed + epoch))
-        return order[offset * self.global_batch:(offset + 1) * self.global_batch].tolist()
+        return order[offset * self.global_batch : (offset + 1) * self.global_batch].tolist()
 
     def next_indices(self) -> list[int]:
         """This process's prompt indices for the next rollout."""
         indices = self._global_indices(self.batches_drawn)
         self.batches_drawn += 1
         start = self.process_index * self.batch_size
-        return indices[start:start + self.batch_size]
+        return indices[start : start + self.batch_size]
 
 
 def trained_problems(run_dir: str) -> set[str]:

@@ -39,8 +39,12 @@ def build_accelerator(args, mixed_precision: str, log_with: list[str] | None) ->
     ``eval_steps`` under ZeRO-3.
     """
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.expanduser(TORCH_EXTENSIONS_DEFAULT))
-    kwargs = {"gradient_accumulation_steps": args.gradient_accumulation_steps, "mixed_precision": mixed_precision,
-              "log_with": log_with, "project_dir": args.output_dir}
+    kwargs = {
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "mixed_precision": mixed_precision,
+        "log_with": log_with,
+        "project_dir": args.output_dir,
+    }
     if not torch.cuda.is_available() and launched_world_size() > 1:
         if uses_deepspeed():
             kwargs["kwargs_handlers"] = [InitProcessGroupKwargs(backend="gloo")]
@@ -50,11 +54,15 @@ def build_accelerator(args, mixed_precision: str, log_with: list[str] | None) ->
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         configure_deepspeed(accelerator.state.deepspeed_plugin.deepspeed_config, args)
         if args.eval_steps and accelerator.state.deepspeed_plugin.zero_stage == 3:
-            raise ValueError("eval_steps > 0 is not supported under ZeRO-3 (evaluation runs on the main process "
-                             "only, a partitioned model needs all of them); set eval_steps: 0 or use zero2.yaml")
+            raise ValueError(
+                "eval_steps > 0 is not supported under ZeRO-3 (evaluation runs on the main process "
+                "only, a partitioned model needs all of them); set eval_steps: 0 or use zero2.yaml"
+            )
     if accelerator.num_processes > 1:
-        accelerator.print(f"grpo: {accelerator.num_processes} processes, {accelerator.distributed_type.value} "
-                          f"(ZeRO stage {zero_stage(accelerator)}), backend {accelerator.state.backend}")
+        accelerator.print(
+            f"grpo: {accelerator.num_processes} processes, {accelerator.distributed_type.value} "
+            f"(ZeRO stage {zero_stage(accelerator)}), backend {accelerator.state.backend}"
+        )
     return accelerator
 
 
@@ -64,16 +72,20 @@ def configure_deepspeed(config: dict, args) -> None:
     when the config fixes a different value. ``train_batch_size`` is always derived (``auto``: accelerate
     sets micro-batch x accumulation x processes). Under ZeRO-3, checkpoints need the gathered weights:
     ``stage3_gather_16bit_weights_on_model_save`` is turned on."""
-    wanted = {"train_micro_batch_size_per_gpu": args.per_device_train_batch_size,
-              "gradient_accumulation_steps": args.gradient_accumulation_steps,
-              "gradient_clipping": float(args.max_grad_norm)}  # 0 = no clipping, in DeepSpeed as in grpo
+    wanted = {
+        "train_micro_batch_size_per_gpu": args.per_device_train_batch_size,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "gradient_clipping": float(args.max_grad_norm),
+    }  # 0 = no clipping, in DeepSpeed as in grpo
     for key, value in wanted.items():
         current = config.get(key, "auto")
         if current == "auto":
             config[key] = value
         elif float(current) != float(value):
-            raise ValueError(f"the DeepSpeed config sets {key}={current} but the recipe gives {value}; "
-                             f"leave it out (or `auto`) of the DeepSpeed config: grpo fills it from the recipe")
+            raise ValueError(
+                f"the DeepSpeed config sets {key}={current} but the recipe gives {value}; "
+                f"leave it out (or `auto`) of the DeepSpeed config: grpo fills it from the recipe"
+            )
     config["train_batch_size"] = "auto"  # accelerate fills micro-batch x accumulation x processes
     if config.get("zero_optimization", {}).get("stage") == 3:  # checkpoints gather the whole weights (any dtype)
         config["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] = True

@@ -53,8 +53,11 @@ def load_checkpoint_model(checkpoint: str) -> tuple[torch.nn.Module, object]:
         model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch.float32)
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(weights) if os.path.isfile(os.path.join(weights, "tokenizer_config.json")) \
+    tokenizer = (
+        AutoTokenizer.from_pretrained(weights)
+        if os.path.isfile(os.path.join(weights, "tokenizer_config.json"))
         else load_tokenizer(model_args)
+    )
     return model, tokenizer
 
 

@@ -17,7 +17,12 @@ def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
 
 
 def token_logprobs_from_logits(
-    logits: Tensor, targets: Tensor, temperature: float = 1.0, *, with_entropy: bool = False, chunk_rows: int = 4,
+    logits: Tensor,
+    targets: Tensor,
+    temperature: float = 1.0,
+    *,
+    with_entropy: bool = False,
+    chunk_rows: int = 4,
     entropy_grad: bool = True,
 ) -> tuple[Tensor, Tensor | None]:
     """log softmax(logits / temperature) at ``targets``, and optionally the entropy, chunked over rows.
@@ -36,11 +41,11 @@ def token_logprobs_from_logits(
     """
     logps, entropies = [], []
     for start in range(0, logits.shape[0], chunk_rows):
-        chunk = logits[start:start + chunk_rows].float()  # [c, T, V]
+        chunk = logits[start : start + chunk_rows].float()  # [c, T, V]
         if temperature != 1.0:
             chunk = chunk / temperature
         log_p = torch.log_softmax(chunk, dim=-1)  # [c, T, V]
-        logps.append(log_p.gather(-1, targets[start:start + chunk_rows, :, None]).squeeze(-1))  # [c, T]
+        logps.append(log_p.gather(-1, targets[start : start + chunk_rows, :, None]).squeeze(-1))  # [c, T]
         if with_entropy:
             with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
                 entropies.append(-(log_p.exp() * log_p).sum(-1))  # [c, T]
@@ -81,8 +86,9 @@ def completion_logprobs(
         use_cache=False,
     )
     logits = out.logits[:, :-1]  # [N, T, V]: the logit at position i predicts token i+1
-    return token_logprobs_from_logits(logits, completion_ids, temperature, with_entropy=with_entropy,
-                                      chunk_rows=chunk_rows, entropy_grad=entropy_grad)
+    return token_logprobs_from_logits(
+        logits, completion_ids, temperature, with_entropy=with_entropy, chunk_rows=chunk_rows, entropy_grad=entropy_grad
+    )
 
 
 def prompt_groups(prompt_ids: Tensor, prompt_mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -122,23 +128,60 @@ def completion_logprobs_shared_prompts(
 
     first, inverse = prompt_groups(prompt_ids, prompt_mask)
     cache = DynamicCache(config=model.config) if hasattr(model, "config") else None
-    if (len(first) == len(inverse) or cache is None or not cache.layers
-            or not all(type(layer) is DynamicLayer for layer in cache.layers)):
-        return completion_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature,
-                                   with_entropy=with_entropy, chunk_rows=chunk_rows, entropy_grad=entropy_grad)
+    if (
+        len(first) == len(inverse)
+        or cache is None
+        or not cache.layers
+        or not all(type(layer) is DynamicLayer for layer in cache.layers)
+    ):
+        return completion_logprobs(
+            model,
+            prompt_ids,
+            prompt_mask,
+            completion_ids,
+            completion_mask,
+            temperature,
+            with_entropy=with_entropy,
+            chunk_rows=chunk_rows,
+            entropy_grad=entropy_grad,
+        )
     attention_mask = torch.cat([prompt_mask, completion_mask.long()], dim=1)  # [N, P+T]
     positions = position_ids_from_mask(attention_mask)  # [N, P+T]
     p = prompt_ids.shape[1]
-    prefix = model(input_ids=prompt_ids[first], attention_mask=prompt_mask[first], position_ids=positions[first, :p],
-                   past_key_values=cache, use_cache=True, logits_to_keep=1)
+    prefix = model(
+        input_ids=prompt_ids[first],
+        attention_mask=prompt_mask[first],
+        position_ids=positions[first, :p],
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
     cache = prefix.past_key_values
     cache.batch_select_indices(inverse)  # [U, ...] -> [N, ...]
-    out = model(input_ids=completion_ids, attention_mask=attention_mask, position_ids=positions[:, p:],
-                past_key_values=cache, use_cache=True, logits_to_keep=completion_ids.shape[1])
+    out = model(
+        input_ids=completion_ids,
+        attention_mask=attention_mask,
+        position_ids=positions[:, p:],
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=completion_ids.shape[1],
+    )
     # the last prompt position predicts completion token 0; completion position i predicts token i+1
-    head = token_logprobs_from_logits(prefix.logits[:, -1:][inverse], completion_ids[:, :1], temperature,
-                                      with_entropy=with_entropy, chunk_rows=chunk_rows, entropy_grad=entropy_grad)
-    tail = token_logprobs_from_logits(out.logits[:, :-1], completion_ids[:, 1:], temperature,
-                                      with_entropy=with_entropy, chunk_rows=chunk_rows, entropy_grad=entropy_grad)
+    head = token_logprobs_from_logits(
+        prefix.logits[:, -1:][inverse],
+        completion_ids[:, :1],
+        temperature,
+        with_entropy=with_entropy,
+        chunk_rows=chunk_rows,
+        entropy_grad=entropy_grad,
+    )
+    tail = token_logprobs_from_logits(
+        out.logits[:, :-1],
+        completion_ids[:, 1:],
+        temperature,
+        with_entropy=with_entropy,
+        chunk_rows=chunk_rows,
+        entropy_grad=entropy_grad,
+    )
     logprobs = torch.cat([head[0], tail[0]], dim=1)  # [N, T]
     return logprobs, (torch.cat([head[1], tail[1]], dim=1) if with_entropy else None)

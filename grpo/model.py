@@ -84,10 +84,17 @@ def _build_tiny(out: Path, num_attention_heads: int = 4, num_key_value_heads: in
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(SMOLLM2))
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=num_attention_heads, num_key_value_heads=num_key_value_heads,
-        max_position_embeddings=2048, tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=num_attention_heads,
+        num_key_value_heads=num_key_value_heads,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
     with torch.random.fork_rng():
         torch.manual_seed(0)
@@ -98,15 +105,20 @@ def _build_tiny(out: Path, num_attention_heads: int = 4, num_key_value_heads: in
 
 def resolve_model_path(name: str) -> str:
     """Map a built-in name to its cached folder; return anything else unchanged (folder or hub id)."""
-    builders = {SMOLLM2: _build_smollm2, TINY: _build_tiny,
-                TINY_HD32: lambda out: _build_tiny(out, num_attention_heads=2, num_key_value_heads=1)}
+    builders = {
+        SMOLLM2: _build_smollm2,
+        TINY: _build_tiny,
+        TINY_HD32: lambda out: _build_tiny(out, num_attention_heads=2, num_key_value_heads=1),
+    }
     return _materialise(name, builders[name]) if name in builders else name
 
 
 def load_tokenizer(args: ModelArguments) -> PreTrainedTokenizerBase:
     """Tokenizer with left padding (for batched generation) and a pad token (EOS if it has none)."""
     tokenizer = AutoTokenizer.from_pretrained(
-        resolve_model_path(args.model_name_or_path), revision=args.model_revision, trust_remote_code=args.trust_remote_code
+        resolve_model_path(args.model_name_or_path),
+        revision=args.model_revision,
+        trust_remote_code=args.trust_remote_code,
     )
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
@@ -133,7 +145,10 @@ def load_policy(args: ModelArguments, dtype: torch.dtype = torch.float32) -> Pre
 
         targets = args.lora_target_modules
         lora = LoraConfig(
-            r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, task_type="CAUSAL_LM",
+            r=args.lora_r,
+            lora_alpha=args.lora_alpha,
+            lora_dropout=args.lora_dropout,
+            task_type="CAUSAL_LM",
             target_modules=targets[0] if targets == ["all-linear"] else targets,
         )
         model = get_peft_model(model, lora)

@@ -21,8 +21,18 @@ def tracker_names(report_to: list[str]) -> list[str]:
 class RunLogger:
     """Writes one JSON object per logged step to ``metrics.jsonl`` and mirrors it to the trackers."""
 
-    def __init__(self, accelerator, output_dir: str, report_to: list[str], project: str, run_name: str,
-                 config: dict[str, Any], max_steps: int, initial_step: int = 0, disable_tqdm: bool = False):
+    def __init__(
+        self,
+        accelerator,
+        output_dir: str,
+        report_to: list[str],
+        project: str,
+        run_name: str,
+        config: dict[str, Any],
+        max_steps: int,
+        initial_step: int = 0,
+        disable_tqdm: bool = False,
+    ):
         self.accelerator = accelerator
         self.main = accelerator.is_main_process
         self.metrics_path = os.path.join(output_dir, "metrics.jsonl")
@@ -31,8 +41,13 @@ class RunLogger:
         if self.trackers:
             init_kwargs = {"wandb": {"name": run_name, "dir": output_dir}}
             accelerator.init_trackers(project, config=_flatten(config), init_kwargs=init_kwargs)
-        self.progress = tqdm(total=max_steps, initial=initial_step, disable=disable_tqdm or not self.main,
-                             desc="grpo", dynamic_ncols=True)
+        self.progress = tqdm(
+            total=max_steps,
+            initial=initial_step,
+            disable=disable_tqdm or not self.main,
+            desc="grpo",
+            dynamic_ncols=True,
+        )
 
     def log(self, step: int, metrics: dict[str, Any], lengths: list[int], samples: list[dict[str, Any]]) -> None:
         """Record ``metrics`` for ``step``, a length histogram and a sample of completions."""
@@ -51,9 +66,13 @@ class RunLogger:
 
             run = self.accelerator.get_tracker("wandb", unwrap=True)
             columns = list(samples[0]) if samples else []
-            run.log({"completion_length/histogram": wandb.Histogram(lengths),
-                     "completions": wandb.Table(columns=columns, data=[[s[c] for c in columns] for s in samples])},
-                    step=step)
+            run.log(
+                {
+                    "completion_length/histogram": wandb.Histogram(lengths),
+                    "completions": wandb.Table(columns=columns, data=[[s[c] for c in columns] for s in samples]),
+                },
+                step=step,
+            )
 
     def close(self) -> None:
         self.progress.close()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -24,8 +25,9 @@ DERIVED_SETTINGS = {
 }
 
 
-def fill_run_settings(names: list[str], reward_kwargs: dict[str, dict],
-                      run_settings: dict[str, Any]) -> dict[str, dict]:
+def fill_run_settings(
+    names: list[str], reward_kwargs: dict[str, dict], run_settings: dict[str, Any]
+) -> dict[str, dict]:
     """``reward_kwargs`` (``{reward name: settings}``, e.g. a recipe's) with each of ``run_settings`` (settings
     the run decides, e.g. ``{"think_prefilled": True}``) added for the rewards in ``names`` that accept it,
     unless already set there. Unknown names are left alone (``get_reward_funcs`` raises the clear error)."""
@@ -49,13 +51,12 @@ def build_reward_funcs(data_args, args) -> list[RewardFunc]:
     import rewards
 
     run_settings = {setting: derive(data_args, args) for setting, derive in DERIVED_SETTINGS.items()}
-    return rewards.get_reward_funcs(args.reward_funcs,
-                                    fill_run_settings(args.reward_funcs, args.reward_kwargs, run_settings))
+    return rewards.get_reward_funcs(
+        args.reward_funcs, fill_run_settings(args.reward_funcs, args.reward_kwargs, run_settings)
+    )
 
 
-def score_completions(
-    reward_funcs: list[RewardFunc], completions: list[str], columns: dict[str, list[Any]]
-) -> Tensor:
+def score_completions(reward_funcs: list[RewardFunc], completions: list[str], columns: dict[str, list[Any]]) -> Tensor:
     """Call every reward on the N completions (TRL's convention: ``f(completions, **columns)``).
 
     Returns ``[N, F]`` float32, NaN where a reward returned None (cannot be verified).
@@ -71,8 +72,10 @@ def score_completions(
             if value is None:
                 continue
             if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise ValueError(f"reward {reward_name(func)!r} returned {value!r} (a {type(value).__name__}) "
-                                 f"for completion {i}; expected a float or None")
+                raise ValueError(
+                    f"reward {reward_name(func)!r} returned {value!r} (a {type(value).__name__}) "
+                    f"for completion {i}; expected a float or None"
+                )
             table[i, j] = float(value)
     return table
 

@@ -37,8 +37,13 @@ def correct_mask(per_func: Tensor, names: list[str]) -> Tensor | None:
 
 
 def rollout_metrics(
-    rewards: Tensor, per_func: Tensor, names: list[str], lengths: Tensor, truncated: Tensor,
-    completions: list[str], num_generations: int,
+    rewards: Tensor,
+    per_func: Tensor,
+    names: list[str],
+    lengths: Tensor,
+    truncated: Tensor,
+    completions: list[str],
+    num_generations: int,
 ) -> dict[str, float | None]:
     """Metrics of one rollout of N = B*G completions (all tensors gathered from every process).
 
@@ -63,13 +68,15 @@ def rollout_metrics(
         metrics[f"rewards/{name}"] = float(column.nanmean()) if (~column.isnan()).any() else None
     lengths = lengths.float()
     correct = correct_mask(per_func, names)
-    metrics.update({
-        "completion_length/mean": float(lengths.mean()),
-        "completion_length/min": float(lengths.min()),
-        "completion_length/max": float(lengths.max()),
-        "completion_length/correct_mean": _mean_or_none(lengths[correct]) if correct is not None else None,
-        "completion_length/incorrect_mean": _mean_or_none(lengths[~correct]) if correct is not None else None,
-        "truncated_frac": float(truncated.float().mean()),
-        "reflection_rate": reflection_rate(completions),
-    })
+    metrics.update(
+        {
+            "completion_length/mean": float(lengths.mean()),
+            "completion_length/min": float(lengths.min()),
+            "completion_length/max": float(lengths.max()),
+            "completion_length/correct_mean": _mean_or_none(lengths[correct]) if correct is not None else None,
+            "completion_length/incorrect_mean": _mean_or_none(lengths[~correct]) if correct is not None else None,
+            "truncated_frac": float(truncated.float().mean()),
+            "reflection_rate": reflection_rate(completions),
+        }
+    )
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}

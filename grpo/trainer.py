@@ -20,14 +20,14 @@ from transformers import get_scheduler
 import rewards as reward_library
 from grpo import checkpoint as ckpt
 from grpo.algo.advantages import group_advantages, informative_groups
+from grpo.algo.loss import policy_loss
 from grpo.config import DataArguments, GRPOArguments, ModelArguments, config_dict, save_config
 from grpo.data import PromptSampler, build_prompt_dataset
 from grpo.distributed import build_accelerator, gathered_for_generation, is_deepspeed, whole_models
 from grpo.export import load_weights_into
-from grpo.run_logger import RunLogger, tracker_names
 from grpo.logprobs import completion_logprobs, completion_logprobs_shared_prompts
-from grpo.algo.loss import policy_loss
 from grpo.model import load_policy, load_reference, load_tokenizer
+from grpo.run_logger import RunLogger, tracker_names
 from grpo.samplers import build_run_sampler
 from grpo.scoring import build_reward_funcs, combine_rewards, reward_name, score_completions
 from grpo.train_metrics import rollout_metrics
@@ -46,8 +46,9 @@ class GRPOTrainer:
 
     def __init__(self, model_args: ModelArguments, data_args: DataArguments, args: GRPOArguments):
         self.model_args, self.data_args, self.args = model_args, data_args, args
-        self.accelerator = build_accelerator(args, resolve_mixed_precision(args.mixed_precision),
-                                             tracker_names(args.report_to) or None)
+        self.accelerator = build_accelerator(
+            args, resolve_mixed_precision(args.mixed_precision), tracker_names(args.report_to) or None
+        )
         set_seed(args.seed)
         self.tokenizer = load_tokenizer(model_args)
         self.dataset = build_prompt_dataset(data_args, self.tokenizer)
@@ -64,24 +65,37 @@ class GRPOTrainer:
         self.reward_names = [reward_name(f) for f in self.reward_funcs]
         self.reward_weights = torch.tensor(args.reward_weights or [1.0] * len(self.reward_funcs))
         optimizer = torch.optim.AdamW(
-            [p for p in policy.parameters() if p.requires_grad], lr=args.learning_rate,
-            betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon, weight_decay=args.weight_decay,
+            [p for p in policy.parameters() if p.requires_grad],
+            lr=args.learning_rate,
+            betas=(args.adam_beta1, args.adam_beta2),
+            eps=args.adam_epsilon,
+            weight_decay=args.weight_decay,
         )
         self.policy, self.optimizer = self.accelerator.prepare(policy, optimizer)
         # The scheduler is stepped by hand once per optimizer step (accelerate's wrapper would step it once per
         # process). Built on the prepared optimizer, the one that steps (with DeepSpeed's CPU offload: its CPU Adam).
         schedule = {"constant": "constant_with_warmup", "cosine": "cosine"}[args.lr_scheduler_type]
-        self.scheduler = get_scheduler(schedule, self.optimizer, num_warmup_steps=args.warmup_steps,
-                                       num_training_steps=args.max_steps)
+        self.scheduler = get_scheduler(
+            schedule, self.optimizer, num_warmup_steps=args.warmup_steps, num_training_steps=args.max_steps
+        )
         # Each distinct prompt through the model once per micro-batch (its G completions share its KV cache):
         # one process only (two forward calls per backward do not mix with DDP's or DeepSpeed's hooks), and not with
         # gradient checkpointing (which turns the cache off).
-        self.logprob_fn = (completion_logprobs_shared_prompts if self.accelerator.num_processes == 1
-                           and not model_args.gradient_checkpointing and not is_deepspeed(self.accelerator)
-                           else completion_logprobs)
+        self.logprob_fn = (
+            completion_logprobs_shared_prompts
+            if self.accelerator.num_processes == 1
+            and not model_args.gradient_checkpointing
+            and not is_deepspeed(self.accelerator)
+            else completion_logprobs
+        )
         self.sampler = build_run_sampler(self.unwrapped_policy, self.tokenizer, args)
-        self.prompts = PromptSampler(len(self.dataset), args.prompts_per_rollout, args.seed,
-                                     self.accelerator.num_processes, self.accelerator.process_index)
+        self.prompts = PromptSampler(
+            len(self.dataset),
+            args.prompts_per_rollout,
+            args.seed,
+            self.accelerator.num_processes,
+            self.accelerator.process_index,
+        )
         self.global_step = 0
         self.timings: dict[str, float] = {}
         if resume:
@@ -93,8 +107,11 @@ class GRPOTrainer:
         """Warn when the prompt opens <think> (say, a chat template that pre-fills it) but the recipe does not say so:
         the format rewards would then score every completion 0."""
         if not self.data_args.think_prefill and reward_library.detect_think_prefill(self.dataset.rows[0]["prompt"]):
-            warnings.warn("the rendered prompt already opens <think>; set think_prefill: true so the format "
-                          "rewards read completions as starting inside the thinking block", stacklevel=2)
+            warnings.warn(
+                "the rendered prompt already opens <think>; set think_prefill: true so the format "
+                "rewards read completions as starting inside the thinking block",
+                stacklevel=2,
+            )
 
     # --- the loop -------------------------------------------------------------------------------
 
@@ -104,12 +121,12 @@ class GRPOTrainer:
         while self.global_step < args.max_steps:
             self.timings = {}
             start = time.perf_counter()
-            rows, rollout, per_func, rewards = self.sample_and_score()    # prompts -> G completions -> rewards
-            advantages = self.compute_advantages(rewards)                 # group-relative advantages
-            batch = self.make_batch(rollout, advantages)                  # old and reference log-probs
-            update = self.update(batch)                                   # mu x steps_per_generation steps
-            self.sync_sampler()                                           # new weights to the sampler
-            evaluation = self.evaluate()                                  # held-out slices, every eval_steps
+            rows, rollout, per_func, rewards = self.sample_and_score()  # prompts -> G completions -> rewards
+            advantages = self.compute_advantages(rewards)  # group-relative advantages
+            batch = self.make_batch(rollout, advantages)  # old and reference log-probs
+            update = self.update(batch)  # mu x steps_per_generation steps
+            self.sync_sampler()  # new weights to the sampler
+            evaluation = self.evaluate()  # held-out slices, every eval_steps
             self.log(rows, rollout, per_func, rewards, advantages, update, time.perf_counter() - start, evaluation)
             if args.save_steps and self.global_step % args.save_steps == 0:
                 self.save_checkpoint()
@@ -130,7 +147,11 @@ class GRPOTrainer:
         args, g = self.args, self.args.num_generations
         rounds = [self._sample_round()]
         wanted = len(rounds[0][0])
-        while args.dynamic_sampling and len(rounds) < args.max_generation_rounds and self._any_process_short(rounds, wanted):
+        while (
+            args.dynamic_sampling
+            and len(rounds) < args.max_generation_rounds
+            and self._any_process_short(rounds, wanted)
+        ):
             rounds.append(self._sample_round())
         if len(rounds) == 1 and not args.dynamic_sampling:
             self.sampling_stats = {}
@@ -141,9 +162,11 @@ class GRPOTrainer:
         informative = torch.cat([r[4] for r in rounds])  # [groups sampled]
         groups = torch.cat([informative.nonzero(), (~informative).nonzero()]).squeeze(1)[:wanted]  # kept first
         seq = (groups[:, None] * g + torch.arange(g)).reshape(-1)  # [B*G] rows of the chosen groups
-        self.sampling_stats = {"dynamic_sampling/rounds": len(rounds),
-                               "dynamic_sampling/dropped_groups": int((~informative).sum()),
-                               "dynamic_sampling/filled_groups": max(wanted - int(informative.sum()), 0)}
+        self.sampling_stats = {
+            "dynamic_sampling/rounds": len(rounds),
+            "dynamic_sampling/dropped_groups": int((~informative).sum()),
+            "dynamic_sampling/filled_groups": max(wanted - int(informative.sum()), 0),
+        }
         return [rows[i] for i in groups.tolist()], select_rollout(rollout, seq), per_func[seq], rewards[seq]
 
     def _any_process_short(self, rounds: list, wanted: int) -> bool:
@@ -154,9 +177,9 @@ class GRPOTrainer:
 
     def _sample_round(self):
         """One round: B prompts -> G completions each -> rewards; plus which groups are informative ``[B]``."""
-        rows = self.next_prompts()                                        # sample prompts
-        rollout = self.generate(rows)                                     # rollout
-        per_func, rewards = self.score(rows, rollout)                     # rule-based rewards
+        rows = self.next_prompts()  # sample prompts
+        rollout = self.generate(rows)  # rollout
+        per_func, rewards = self.score(rows, rollout)  # rule-based rewards
         return rows, rollout, per_func, rewards, informative_groups(rewards, self.args.num_generations)
 
     def next_prompts(self) -> list[dict]:
@@ -174,8 +197,9 @@ class GRPOTrainer:
         with self.timer("rewards"):
             columns = {name: [r[name] for r in rows for _ in range(g)] for name in self.dataset.columns}
             columns["prompts"] = columns.pop("prompt")
-            columns["completion_ids"] = [ids[m.bool()].tolist() for ids, m in
-                                         zip(rollout.completion_ids, rollout.completion_mask)]
+            columns["completion_ids"] = [
+                ids[m.bool()].tolist() for ids, m in zip(rollout.completion_ids, rollout.completion_mask)
+            ]
             columns["truncated"] = rollout.truncated.tolist()
             per_func = score_completions(self.reward_funcs, rollout.completions, columns)  # [N, F]
             return per_func, combine_rewards(per_func, self.reward_weights)  # [N, F], [N]
@@ -198,9 +222,14 @@ class GRPOTrainer:
         mask = rollout.completion_mask.float()  # [N, T]
         if self.args.mask_truncated_completions:
             mask = mask * (~rollout.truncated).float()[:, None]
-        batch = TrainBatch(rollout.prompt_ids.to(device), rollout.prompt_mask.to(device),
-                           rollout.completion_ids.to(device), mask.to(device), advantages.to(device),
-                           sampler_logprobs=None if rollout.sampler_logprobs is None else rollout.sampler_logprobs.to(device))
+        batch = TrainBatch(
+            rollout.prompt_ids.to(device),
+            rollout.prompt_mask.to(device),
+            rollout.completion_ids.to(device),
+            mask.to(device),
+            advantages.to(device),
+            sampler_logprobs=None if rollout.sampler_logprobs is None else rollout.sampler_logprobs.to(device),
+        )
         off_policy = self.args.num_iterations > 1 or self.args.steps_per_generation > 1
         with self.timer("logprobs"):
             if off_policy:
@@ -242,16 +271,37 @@ class GRPOTrainer:
         for micro in minibatch.split(args.per_device_train_batch_size):
             with acc.accumulate(self.policy):
                 logprobs, entropy = self.logprob_fn(  # entropy: a detached metric unless the bonus is on
-                    self.policy, micro.prompt_ids, micro.prompt_mask, micro.completion_ids, micro.completion_mask,
-                    args.temperature, with_entropy=True, entropy_grad=args.entropy_coef != 0)
+                    self.policy,
+                    micro.prompt_ids,
+                    micro.prompt_mask,
+                    micro.completion_ids,
+                    micro.completion_mask,
+                    args.temperature,
+                    with_entropy=True,
+                    entropy_grad=args.entropy_coef != 0,
+                )
                 loss, metrics = policy_loss(
-                    logprobs, micro.old_logprobs, micro.advantages, micro.completion_mask,
-                    loss_type=args.loss_type, epsilon_low=args.epsilon_low, epsilon_high=args.epsilon_high,
-                    delta=args.delta, ref_logprobs=micro.ref_logprobs, beta=args.beta, kl_estimator=args.kl_estimator,
-                    max_completion_length=args.max_completion_length, num_sequences=num_sequences,
-                    num_tokens=num_tokens, entropies=entropy, entropy_coef=args.entropy_coef,
-                    top_entropy_quantile=args.top_entropy_quantile, sampler_logprobs=micro.sampler_logprobs,
-                    tis_cap=args.tis_cap, tis_level=args.tis_level)
+                    logprobs,
+                    micro.old_logprobs,
+                    micro.advantages,
+                    micro.completion_mask,
+                    loss_type=args.loss_type,
+                    epsilon_low=args.epsilon_low,
+                    epsilon_high=args.epsilon_high,
+                    delta=args.delta,
+                    ref_logprobs=micro.ref_logprobs,
+                    beta=args.beta,
+                    kl_estimator=args.kl_estimator,
+                    max_completion_length=args.max_completion_length,
+                    num_sequences=num_sequences,
+                    num_tokens=num_tokens,
+                    entropies=entropy,
+                    entropy_coef=args.entropy_coef,
+                    top_entropy_quantile=args.top_entropy_quantile,
+                    sampler_logprobs=micro.sampler_logprobs,
+                    tis_cap=args.tis_cap,
+                    tis_level=args.tis_level,
+                )
                 acc.backward(loss * scale)
                 tokens = float(micro.completion_mask.sum())
                 totals["loss"] = totals.get("loss", 0.0) + float(loss.detach())
@@ -283,8 +333,14 @@ class GRPOTrainer:
         parts, width = [], batch.completion_ids.shape[1]
         for chunk in batch.split(self.args.per_device_train_batch_size):  # trimmed: no all-padding columns
             with self._reference_context(model) as m:
-                lp, _ = self.logprob_fn(m, chunk.prompt_ids, chunk.prompt_mask, chunk.completion_ids,
-                                        chunk.completion_mask, self.args.temperature)
+                lp, _ = self.logprob_fn(
+                    m,
+                    chunk.prompt_ids,
+                    chunk.prompt_mask,
+                    chunk.completion_ids,
+                    chunk.completion_mask,
+                    self.args.temperature,
+                )
             parts.append(torch.nn.functional.pad(lp, (0, width - lp.shape[1])))  # [c, T]
         return stack_or_none(parts)
 
@@ -314,10 +370,21 @@ class GRPOTrainer:
             os.makedirs(args.output_dir, exist_ok=True)
             save_config(os.path.join(args.output_dir, "config.yaml"), self.model_args, self.data_args, args)
         config = config_dict(self.model_args, self.data_args, args)
-        config["data"]["num_prompts"], config["data"]["num_dropped_prompts"] = len(self.dataset), self.dataset.num_dropped
-        self.logger = RunLogger(self.accelerator, args.output_dir, args.report_to, args.project,
-                                args.run_name or os.path.basename(os.path.abspath(args.output_dir)), config,
-                                args.max_steps, self.global_step, args.disable_tqdm)
+        config["data"]["num_prompts"], config["data"]["num_dropped_prompts"] = (
+            len(self.dataset),
+            self.dataset.num_dropped,
+        )
+        self.logger = RunLogger(
+            self.accelerator,
+            args.output_dir,
+            args.report_to,
+            args.project,
+            args.run_name or os.path.basename(os.path.abspath(args.output_dir)),
+            config,
+            args.max_steps,
+            self.global_step,
+            args.disable_tqdm,
+        )
 
     def evaluate(self) -> dict[str, float]:
         """``eval/<benchmark>/...`` metrics on the held-out slices when ``eval_steps`` divides the step (main process)."""
@@ -328,15 +395,32 @@ class GRPOTrainer:
         from grpo.eval.heldout import evaluate_during_training
 
         if not hasattr(self, "eval_rows"):
-            self.eval_rows = load_benchmarks(args.eval_benchmarks, self.tokenizer, self.data_args, limit=args.eval_limit)
+            self.eval_rows = load_benchmarks(
+                args.eval_benchmarks, self.tokenizer, self.data_args, limit=args.eval_limit
+            )
         with self.timer("eval"):
             return evaluate_during_training(
-                self.unwrapped_policy, self.tokenizer, self.eval_rows, self.reward_funcs,
-                num_samples=args.eval_num_samples, max_completion_length=args.max_completion_length,
-                sampler=self.sampler, seed=args.seed)
+                self.unwrapped_policy,
+                self.tokenizer,
+                self.eval_rows,
+                self.reward_funcs,
+                num_samples=args.eval_num_samples,
+                max_completion_length=args.max_completion_length,
+                sampler=self.sampler,
+                seed=args.seed,
+            )
 
-    def log(self, rows, rollout: Rollout, per_func, rewards, advantages, update: list[dict], step_time: float,
-            evaluation: dict[str, float]) -> None:
+    def log(
+        self,
+        rows,
+        rollout: Rollout,
+        per_func,
+        rewards,
+        advantages,
+        update: list[dict],
+        step_time: float,
+        evaluation: dict[str, float],
+    ) -> None:
         """Gather the rollout from every process, compute its metrics and write them (main process)."""
         acc, g = self.accelerator, self.args.num_generations
         lengths = rollout.completion_mask.sum(1)  # [N] tokens
@@ -346,32 +430,49 @@ class GRPOTrainer:
         for key in update[0]:  # mean over the optimizer steps of this rollout
             record[key] = sum(u[key] for u in update) / len(update)
         sampled_tokens = float(gathered[2].sum())
-        record.update({
-            "lr": self.scheduler.get_last_lr()[0],
-            "num_processes": acc.num_processes,
-            "sample_tokens_per_s": sampled_tokens / max(self.timings.get("sample", 0.0) * acc.num_processes, 1e-9),
-            "step_time_s": step_time,
-            "sync_time_s": self.sync_time,
-            "num_prompts_dropped": self.dataset.num_dropped,
-            **self.sampling_stats,
-            **evaluation,
-            **{f"time/{k}_s": v for k, v in self.timings.items()},
-        })
+        record.update(
+            {
+                "lr": self.scheduler.get_last_lr()[0],
+                "num_processes": acc.num_processes,
+                "sample_tokens_per_s": sampled_tokens / max(self.timings.get("sample", 0.0) * acc.num_processes, 1e-9),
+                "step_time_s": step_time,
+                "sync_time_s": self.sync_time,
+                "num_prompts_dropped": self.dataset.num_dropped,
+                **self.sampling_stats,
+                **evaluation,
+                **{f"time/{k}_s": v for k, v in self.timings.items()},
+            }
+        )
         if self.global_step % self.args.logging_steps:
             return
         n = min(self.args.num_completions_to_log, len(rollout))
-        samples = [{"prompt": rows[i // g]["prompt"], "completion": rollout.completions[i],
-                    "solution": rows[i // g]["solution"], "reward": _num(rewards[i]), "advantage": _num(advantages[i]),
-                    **{f"rewards/{name}": _num(per_func[i, j]) for j, name in enumerate(self.reward_names)}}
-                   for i in range(n)]
+        samples = [
+            {
+                "prompt": rows[i // g]["prompt"],
+                "completion": rollout.completions[i],
+                "solution": rows[i // g]["solution"],
+                "reward": _num(rewards[i]),
+                "advantage": _num(advantages[i]),
+                **{f"rewards/{name}": _num(per_func[i, j]) for j, name in enumerate(self.reward_names)},
+            }
+            for i in range(n)
+        ]
         self.logger.log(self.global_step, record, gathered[2].tolist(), samples)
 
     def save_checkpoint(self) -> str:
         """Write ``checkpoint-<global_step>`` atomically (every process takes part); returns its path."""
         state = {"global_step": self.global_step, "batches_drawn": self.prompts.batches_drawn}
         return ckpt.save_training_checkpoint(
-            self.accelerator, self.policy, self.optimizer, self.scheduler, self.tokenizer,
-            (self.model_args, self.data_args, self.args), state, self.args.output_dir, self.args.save_total_limit)
+            self.accelerator,
+            self.policy,
+            self.optimizer,
+            self.scheduler,
+            self.tokenizer,
+            (self.model_args, self.data_args, self.args),
+            state,
+            self.args.output_dir,
+            self.args.save_total_limit,
+        )
 
     def load_checkpoint(self, folder: str) -> None:
         """Restore optimizer, scheduler, RNG states, step and data position (weights: before ``prepare``)."""

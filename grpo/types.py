@@ -40,13 +40,13 @@ class TrainBatch:
     def __len__(self) -> int:
         return self.completion_ids.shape[0]
 
-    def select(self, index: slice | Tensor) -> "TrainBatch":
+    def select(self, index: slice | Tensor) -> TrainBatch:
         """The rows ``index``, with padding columns that are empty in every selected row trimmed away."""
         parts = {f.name: (v[index] if isinstance(v := getattr(self, f.name), Tensor) else v) for f in fields(self)}
         batch = TrainBatch(**parts)
         return batch.trimmed()
 
-    def trimmed(self) -> "TrainBatch":
+    def trimmed(self) -> TrainBatch:
         """Drop leading prompt columns and trailing completion columns that are padding in every row."""
         p_keep = int(self.prompt_mask.sum(0).nonzero().min()) if self.prompt_mask.any() else 0
         t_len = int(self.completion_mask.sum(0).nonzero().max()) + 1 if self.completion_mask.any() else 1
@@ -60,7 +60,7 @@ class TrainBatch:
             out[f.name] = v
         return replace(self, **out)
 
-    def split(self, size: int) -> list["TrainBatch"]:
+    def split(self, size: int) -> list[TrainBatch]:
         """Consecutive chunks of ``size`` rows (the last may be smaller), each trimmed."""
         return [self.select(slice(i, i + size)) for i in range(0, len(self), size)]
 
@@ -86,14 +86,21 @@ def concat_rollouts(parts: list[Rollout], pad_id: int) -> Rollout:
         completion_mask=torch.cat([_pad_to(r.completion_mask, t, 0, left=False) for r in parts]),  # [N, T]
         truncated=torch.cat([r.truncated for r in parts]),  # [N]
         completions=[c for r in parts for c in r.completions],
-        sampler_logprobs=None if parts[0].sampler_logprobs is None else
-        torch.cat([_pad_to(r.sampler_logprobs, t, 0.0, left=False) for r in parts]),
+        sampler_logprobs=None
+        if parts[0].sampler_logprobs is None
+        else torch.cat([_pad_to(r.sampler_logprobs, t, 0.0, left=False) for r in parts]),
     )
 
 
 def select_rollout(rollout: Rollout, index: Tensor) -> Rollout:
     """The rows ``index`` ``[K]`` of a rollout."""
     idx = index.tolist()
-    return Rollout(rollout.prompt_ids[index], rollout.prompt_mask[index], rollout.completion_ids[index],
-                   rollout.completion_mask[index], rollout.truncated[index], [rollout.completions[i] for i in idx],
-                   None if rollout.sampler_logprobs is None else rollout.sampler_logprobs[index])
+    return Rollout(
+        rollout.prompt_ids[index],
+        rollout.prompt_mask[index],
+        rollout.completion_ids[index],
+        rollout.completion_mask[index],
+        rollout.truncated[index],
+        [rollout.completions[i] for i in idx],
+        None if rollout.sampler_logprobs is None else rollout.sampler_logprobs[index],
+    )

@@ -20,13 +20,9 @@ def as_text(completion: Any) -> str:
         return completion
     if completion is None:
         return ""
-    if isinstance(completion, (list, tuple)) and all(
-        isinstance(m, dict) and "content" in m for m in completion
-    ):
+    if isinstance(completion, (list, tuple)) and all(isinstance(m, dict) and "content" in m for m in completion):
         return "".join(str(m["content"] or "") for m in completion)
-    raise TypeError(
-        f"a completion must be a string (or a list of chat messages), got {type(completion).__name__}"
-    )
+    raise TypeError(f"a completion must be a string (or a list of chat messages), got {type(completion).__name__}")
 
 
 def texts(completions: Sequence[Any]) -> list[str]:

@@ -9,7 +9,7 @@ import reasoning_gym
 from reasoning_gym.factory import DATASETS
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _score_fn(name: str):
     return reasoning_gym.get_score_answer_fn(name)
 

@@ -41,7 +41,7 @@ def _write_frame(fd: int, obj) -> None:
         data = pickle.dumps(("err", f"{type(e).__name__}: {e}"))
     view = memoryview(struct.pack(">I", len(data)) + data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def _handle(request) -> tuple:

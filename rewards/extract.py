@@ -76,10 +76,8 @@ def last_boxed(text: str) -> str | None:
 def last_number(text: str) -> str | None:
     """The last number in ``text`` (GSM8K style): an optional sign, digits with optional
     thousands commas, optional decimals. ``"... is 1,234.5."`` gives ``"1,234.5"``."""
-    last = None
-    for last in _NUMBER_RE.finditer(text):
-        pass
-    return last.group(0) if last else None
+    matches = _NUMBER_RE.findall(text)  # no groups: whole matches
+    return matches[-1] if matches else None
 
 
 def extract_answer(completion: str) -> str | None:

@@ -65,10 +65,7 @@ def format_reward(completions, *, strict: bool = True, think_prefilled: bool = F
         1.0 or 0.0 per completion.
     """
     pattern = _STRICT_RE if strict else _LENIENT_RE
-    return [
-        1.0 if _tags_once(t) and pattern.fullmatch(t) else 0.0
-        for t in _with_prefix(completions, think_prefilled)
-    ]
+    return [1.0 if _tags_once(t) and pattern.fullmatch(t) else 0.0 for t in _with_prefix(completions, think_prefilled)]
 
 
 @register_reward("tag_count")
@@ -90,7 +87,4 @@ def tag_count_reward(completions, *, strict: bool = True, think_prefilled: bool 
         A value in {0, 0.25, 0.5, 0.75, 1.0} per completion.
     """
     tags = _STRICT_TAGS if strict else TAGS
-    return [
-        sum((0.25 for tag in tags if t.count(tag) == 1), 0.0)
-        for t in _with_prefix(completions, think_prefilled)
-    ]
+    return [sum((0.25 for tag in tags if t.count(tag) == 1), 0.0) for t in _with_prefix(completions, think_prefilled)]

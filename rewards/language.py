@@ -16,9 +16,7 @@ from .registry import register_reward
 
 # Math and LaTeX never count, for or against: display/inline math, then \commands with their
 # brace arguments (``\frac{a}{b}``), then escaped characters.
-_LATEX_RE = re.compile(
-    r"\$\$.*?\$\$|\$[^$]*\$|\\\(.*?\\\)|\\\[.*?\\\]|\\[A-Za-z]+\*?(?:\s*\{[^{}]*\})*|\\.", re.DOTALL
-)
+_LATEX_RE = re.compile(r"\$\$.*?\$\$|\$[^$]*\$|\\\(.*?\\\)|\\\[.*?\\\]|\\[A-Za-z]+\*?(?:\s*\{[^{}]*\})*|\\.", re.DOTALL)
 # A token: one CJK character (Han, kana, Hangul syllable) or a run of other letters.
 _CJK = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
 _TOKEN_RE = re.compile(rf"[{_CJK}]|[^\W\d_{_CJK}]+")

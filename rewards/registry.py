@@ -64,9 +64,7 @@ def _bind(name: str, func: RewardFunc, settings: dict[str, Any]) -> RewardFunc:
     return reward
 
 
-def get_reward_funcs(
-    names: Sequence[str], kwargs: Mapping[str, Mapping[str, Any]] | None = None
-) -> list[RewardFunc]:
+def get_reward_funcs(names: Sequence[str], kwargs: Mapping[str, Mapping[str, Any]] | None = None) -> list[RewardFunc]:
     """Build the named rewards, in order, with their settings bound.
 
     Args:

@@ -105,7 +105,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("file", help="JSONL file; each row has 'completion' and other columns (e.g. 'solution')")
     p.add_argument("--rewards", required=True, help=f"comma-separated reward names: {', '.join(sorted(REWARDS))}")
-    p.add_argument("--reward_kwargs", default=None, help='JSON object of settings per reward, e.g. \'{"cosine": {"max_len": 512}}\'')
+    p.add_argument(
+        "--reward_kwargs",
+        default=None,
+        help='JSON object of settings per reward, e.g. \'{"cosine": {"max_len": 512}}\'',
+    )
     return p
 
 

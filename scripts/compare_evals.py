@@ -1,6 +1,6 @@
 """Print one Markdown table comparing ``grpo eval`` output folders (e.g. a model before and after training).
 
-    python scripts/compare_evals.py outputs/eval/base outputs/eval/trained --labels "base,after GRPO"
+python scripts/compare_evals.py outputs/eval/base outputs/eval/trained --labels "base,after GRPO"
 """
 
 import argparse

@@ -90,7 +90,7 @@ def reference_advantages(rewards, G, scale, eps):
 
     batch_std = unbiased_std([v for v in r if not math.isnan(v)])
     for start in range(0, len(r), G):
-        vals = [v for v in r[start:start + G] if not math.isnan(v)]
+        vals = [v for v in r[start : start + G] if not math.isnan(v)]
         if len(vals) < 2 or max(vals) == min(vals):
             continue  # zero-variance group: all zeros
         m = sum(vals) / len(vals)
@@ -129,7 +129,7 @@ def test_informative_groups_matches_naive_reference():
         rewards, G = random_rewards(rng, gen)
         expected = []
         for start in range(0, rewards.numel(), G):
-            vals = [v for v in rewards[start:start + G].tolist() if not math.isnan(v)]
+            vals = [v for v in rewards[start : start + G].tolist() if not math.isnan(v)]
             expected.append(len(vals) >= 2 and max(vals) != min(vals))
         assert informative_groups(rewards, G).tolist() == expected
 

@@ -14,10 +14,16 @@ from benchmarks.bench_vs_trl import aggregate, parse_args, summarise_run  # noqa
 
 
 def test_summary_leaves_out_the_warm_up_step_and_counts_tokens_in_the_window():
-    run = {"start": 0.0, "step_ends": [10.0, 12.0, 15.0], "peak_rss_mb": 100.0,
-           "samples": [{"start": 0.0, "end": 8.0, "completion_tokens": 999, "prompt_tokens": 1},  # warm-up step
-                       {"start": 10.0, "end": 11.0, "completion_tokens": 40, "prompt_tokens": 60},
-                       {"start": 12.0, "end": 13.0, "completion_tokens": 20, "prompt_tokens": 60}]}
+    run = {
+        "start": 0.0,
+        "step_ends": [10.0, 12.0, 15.0],
+        "peak_rss_mb": 100.0,
+        "samples": [
+            {"start": 0.0, "end": 8.0, "completion_tokens": 999, "prompt_tokens": 1},  # warm-up step
+            {"start": 10.0, "end": 11.0, "completion_tokens": 40, "prompt_tokens": 60},
+            {"start": 12.0, "end": 13.0, "completion_tokens": 20, "prompt_tokens": 60},
+        ],
+    }
     s = summarise_run(run, num_iterations=2)
     assert s["step_times_s"] == [10.0, 2.0, 3.0] and s["measured_s"] == 5.0 and s["sample_s"] == 2.0
     assert s["completion_tokens"] == 60 and s["sample_tokens_per_s"] == 30.0 and s["tokens_per_s"] == 12.0
@@ -36,13 +42,34 @@ def test_settings_follow_the_size_and_flags():
 
 def test_two_tiny_steps_of_ours_and_trl_give_the_ratios():
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_vs_trl.py"), "--size", "tiny",
-                           "--steps", "2", "--repeats", "1", "--threads", "1"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "benchmarks", "bench_vs_trl.py"),
+            "--size",
+            "tiny",
+            "--steps",
+            "2",
+            "--repeats",
+            "1",
+            "--threads",
+            "1",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    for key in ("step_time_ratio", "mean_step_time_ratio", "peak_rss_ratio", "sample_tokens_per_s_ratio",
-                "train_tokens_per_s_ratio"):
+    for key in (
+        "step_time_ratio",
+        "mean_step_time_ratio",
+        "peak_rss_ratio",
+        "sample_tokens_per_s_ratio",
+        "train_tokens_per_s_ratio",
+    ):
         assert result[key] > 0, key
     for impl in ("ours", "trl"):
         summary = result[impl]

@@ -25,14 +25,17 @@ def test_generation_batch_must_hold_whole_groups():
         GRPOArguments(num_generations=3, per_device_train_batch_size=4, gradient_accumulation_steps=1)
 
 
-@pytest.mark.parametrize("field,value,message", [
-    ("loss_type", "ppo", "loss_type"),
-    ("kl_estimator", "k4", "kl_estimator"),
-    ("scale_rewards", "std", "scale_rewards"),
-    ("num_generations", 1, "num_generations"),
-    ("temperature", 0.0, "temperature"),
-    ("report_to", ["mlflow"], "report_to"),
-])
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("loss_type", "ppo", "loss_type"),
+        ("kl_estimator", "k4", "kl_estimator"),
+        ("scale_rewards", "std", "scale_rewards"),
+        ("num_generations", 1, "num_generations"),
+        ("temperature", 0.0, "temperature"),
+        ("report_to", ["mlflow"], "report_to"),
+    ],
+)
 def test_bad_values_raise_clear_errors(field, value, message):
     with pytest.raises(ValueError, match=message):
         GRPOArguments(**{field: value})

@@ -8,14 +8,17 @@ from grpo.data import PromptSampler, build_prompt_dataset, extract_gold, last_bo
 from tests.conftest import SHARED_DATA
 
 
-@pytest.mark.parametrize("answer,fmt,gold", [
-    ("She has 3 + 4 = <<3+4=7>>7 apples.\n#### 7", "auto", "7"),
-    ("Total: 1,234 dollars\n#### 1,234", "gsm8k", "1234"),
-    ("So the answer is $\\boxed{\\frac{1}{2}}$.", "auto", "\\frac{1}{2}"),
-    ("first \\boxed{1} then \\boxed{\\sqrt{a_{1}}}", "math", "\\sqrt{a_{1}}"),
-    ("\\frac{3}{4}", "auto", "\\frac{3}{4}"),
-    (" 42 ", "raw", "42"),
-])
+@pytest.mark.parametrize(
+    "answer,fmt,gold",
+    [
+        ("She has 3 + 4 = <<3+4=7>>7 apples.\n#### 7", "auto", "7"),
+        ("Total: 1,234 dollars\n#### 1,234", "gsm8k", "1234"),
+        ("So the answer is $\\boxed{\\frac{1}{2}}$.", "auto", "\\frac{1}{2}"),
+        ("first \\boxed{1} then \\boxed{\\sqrt{a_{1}}}", "math", "\\sqrt{a_{1}}"),
+        ("\\frac{3}{4}", "auto", "\\frac{3}{4}"),
+        (" 42 ", "raw", "42"),
+    ],
+)
 def test_extract_gold(answer, fmt, gold):
     assert extract_gold(answer, fmt) == gold
 
@@ -69,11 +72,20 @@ def test_column_mapping(tmp_path, tokenizer):
 
 @pytest.mark.skipif(not os.path.isdir(SHARED_DATA), reason="needs ../shared/data")
 def test_real_gsm8k_and_math500(tokenizer):
-    gsm = build_prompt_dataset(DataArguments(dataset_name=f"{SHARED_DATA}/gsm8k/test.jsonl", max_train_samples=20), tokenizer)
+    gsm = build_prompt_dataset(
+        DataArguments(dataset_name=f"{SHARED_DATA}/gsm8k/test.jsonl", max_train_samples=20), tokenizer
+    )
     assert gsm.rows[0]["solution"] == "18"  # Janet's ducks
     assert all(r["solution"].lstrip("-").replace(".", "").isdigit() for r in gsm.rows)
-    math = build_prompt_dataset(DataArguments(dataset_name=f"{SHARED_DATA}/math500/test.jsonl", answer_column="solution",
-                                              answer_format="math", max_train_samples=20), tokenizer)
+    math = build_prompt_dataset(
+        DataArguments(
+            dataset_name=f"{SHARED_DATA}/math500/test.jsonl",
+            answer_column="solution",
+            answer_format="math",
+            max_train_samples=20,
+        ),
+        tokenizer,
+    )
     with open(f"{SHARED_DATA}/math500/test.jsonl") as f:
         answers = [json.loads(line)["answer"] for line in f][:20]
     assert [r["solution"] for r in math.rows] == answers  # the last \boxed{} of the solution is the gold answer

@@ -29,11 +29,12 @@ def prompts(tokenizer):
 def generate_reference(model, tokenizer, prompts, g, max_new_tokens, eos_ids):
     """transformers' greedy generate on the B*G repeated prompts, post-processed like HFSampler."""
     ids, mask = left_pad([p for p in prompts for _ in range(g)], tokenizer.pad_token_id)
-    config = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=eos_ids,
-                              pad_token_id=tokenizer.pad_token_id)
+    config = GenerationConfig(
+        do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=eos_ids, pad_token_id=tokenizer.pad_token_id
+    )
     model.eval()
     with torch.no_grad():
-        out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)[:, ids.shape[1]:]
+        out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)[:, ids.shape[1] :]
     cmask, truncated = completion_mask_from_eos(out, eos_ids)
     return out.masked_fill(cmask == 0, tokenizer.pad_token_id), cmask, truncated
 
@@ -56,8 +57,9 @@ def test_greedy_equals_generate_row_by_row(tiny_model, tokenizer, prompts, drop_
     trims = []
     trim_left = decode._trim_left
     monkeypatch.setattr(decode, "_trim_left", lambda cache, mask: trims.append(trim_left(cache, mask)) or trims[-1])
-    got = sample_groups(tiny_model, prompts, g, SamplingConfig(t, temperature=0.0), tokenizer, eos,
-                        drop_finished=drop_finished)
+    got = sample_groups(
+        tiny_model, prompts, g, SamplingConfig(t, temperature=0.0), tokenizer, eos, drop_finished=drop_finished
+    )
     if drop_finished:  # the longest prompt's rows ended first: its padding columns left the cache
         assert any(m.shape[1] < max(map(len, prompts)) + t for m in trims) and len(trims) >= 1
     assert got.completion_ids.shape == want_ids.shape
@@ -81,8 +83,14 @@ def test_sampler_logprobs_equal_the_loss_logprobs(tiny_model, tokenizer, prompts
     lengths = rollout.completion_mask.sum(1)
     assert lengths.min() < 16 and bool(rollout.truncated.any())  # rows finished early and rows truncated
     with torch.no_grad():
-        want, _ = completion_logprobs(tiny_model, rollout.prompt_ids, rollout.prompt_mask, rollout.completion_ids,
-                                      rollout.completion_mask, temperature=0.7)
+        want, _ = completion_logprobs(
+            tiny_model,
+            rollout.prompt_ids,
+            rollout.prompt_mask,
+            rollout.completion_ids,
+            rollout.completion_mask,
+            temperature=0.7,
+        )
     mask = rollout.completion_mask.bool()
     torch.testing.assert_close(rollout.sampler_logprobs[mask], want[mask], atol=1e-5, rtol=0)
     assert (rollout.sampler_logprobs[~mask] == 0).all()
@@ -110,7 +118,9 @@ def test_top_k_equals_transformers_warper(top_k):
     torch.manual_seed(2)
     scores = torch.randn(4, 500)
     scores[1, :3] = 9.0  # ties
-    torch.testing.assert_close(top_k_filter(scores, top_k), TopKLogitsWarper(top_k)(None, scores.clone()), rtol=0, atol=0)
+    torch.testing.assert_close(
+        top_k_filter(scores, top_k), TopKLogitsWarper(top_k)(None, scores.clone()), rtol=0, atol=0
+    )
     assert torch.equal(top_k_filter(scores, 0), scores)
 
 
@@ -159,10 +169,13 @@ def test_finished_rows_are_padded_and_masked_and_groups_are_consecutive(tiny_mod
 
 
 def test_lora_model_and_training_mode_restored(tiny_model, tokenizer, prompts):
-    from peft import LoraConfig, get_peft_model
     import copy
 
-    model = get_peft_model(copy.deepcopy(tiny_model), LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"))
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(
+        copy.deepcopy(tiny_model), LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM")
+    )
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_B" in name:
@@ -183,11 +196,13 @@ def test_stop_strings_end_rows_at_the_completing_token(tiny_model, tokenizer, pr
     g, t = 2, 12
     free = sample_groups(tiny_model, prompts, g, SamplingConfig(t, temperature=0.0), tokenizer)
     text = free.completions[2 * g]
-    stop = (text[len(text) // 2: len(text) // 2 + 2], "</answer>")  # produced part-way through by prompt 2
+    stop = (text[len(text) // 2 : len(text) // 2 + 2], "</answer>")  # produced part-way through by prompt 2
     got = sample_groups(tiny_model, prompts, g, SamplingConfig(t, temperature=0.0, stop=stop), tokenizer)
     for row in range(len(prompts) * g):
         ids = free.completion_ids[row].tolist()
-        ends = [j for j in range(1, t + 1) if any(s in tokenizer.decode(ids[:j], skip_special_tokens=True) for s in stop)]
+        ends = [
+            j for j in range(1, t + 1) if any(s in tokenizer.decode(ids[:j], skip_special_tokens=True) for s in stop)
+        ]
         length = ends[0] if ends else t
         assert int(got.completion_mask[row].sum()) == length, row
         assert got.completion_ids[row, :length].tolist() == ids[:length]

@@ -29,11 +29,35 @@ CONFIGS = os.path.join(ROOT, "accelerate_configs")
 # i.e. sensitive to the gradient's scale (with a small epsilon it is ~ lr * sign(g), blind to a wrong scale);
 # max_grad_norm 10 keeps clipping on but inactive (the gradient norm is ~2), for the same reason.
 # A second step with the cosine schedule's half learning rate checks that DeepSpeed steps with grpo's schedule.
-STEP_FLAGS = ["--sampler", "replay", "--max_steps", "2", "--lr_scheduler_type", "cosine", "--save_steps", "1",
-              "--num_generations", "4", "--max_completion_length", "32",
-              "--reward_funcs", "format", "repetition", "--loss_type", "dapo", "--beta", "0.04",
-              "--learning_rate", "1.0", "--adam_epsilon", "1.0", "--max_grad_norm", "10",
-              "--per_device_train_batch_size", "4"]
+STEP_FLAGS = [
+    "--sampler",
+    "replay",
+    "--max_steps",
+    "2",
+    "--lr_scheduler_type",
+    "cosine",
+    "--save_steps",
+    "1",
+    "--num_generations",
+    "4",
+    "--max_completion_length",
+    "32",
+    "--reward_funcs",
+    "format",
+    "repetition",
+    "--loss_type",
+    "dapo",
+    "--beta",
+    "0.04",
+    "--learning_rate",
+    "1.0",
+    "--adam_epsilon",
+    "1.0",
+    "--max_grad_norm",
+    "10",
+    "--per_device_train_batch_size",
+    "4",
+]
 # The same global batch: 4 prompts x 4 completions per optimizer step.
 ONE_PROCESS = ["--gradient_accumulation_steps", "4"]
 TWO_PROCESSES = ["--gradient_accumulation_steps", "2"]
@@ -49,12 +73,31 @@ def launch(config: str, output_dir, *flags, processes: int = 2, timeout: int = 6
     """``accelerate launch --config_file accelerate_configs/<config>.yaml scripts/train.py`` on the tiny recipe."""
     if config != "ddp":
         pytest.importorskip("deepspeed")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT, "TOKENIZERS_PARALLELISM": "false",
-           "WANDB_MODE": "disabled"}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": ROOT,
+        "TOKENIZERS_PARALLELISM": "false",
+        "WANDB_MODE": "disabled",
+    }
     env.setdefault("TORCH_EXTENSIONS_DIR", os.path.expanduser("~/.cache/grpo/torch_extensions"))
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", os.path.join(CONFIGS, f"{config}.yaml"),
-           "--num_processes", str(processes), "--main_process_port", str(free_port()),
-           os.path.join(ROOT, "scripts", "train.py"), "--config", SMOKE_RECIPE, "--output_dir", str(output_dir), *flags]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        os.path.join(CONFIGS, f"{config}.yaml"),
+        "--num_processes",
+        str(processes),
+        "--main_process_port",
+        str(free_port()),
+        os.path.join(ROOT, "scripts", "train.py"),
+        "--config",
+        SMOKE_RECIPE,
+        "--output_dir",
+        str(output_dir),
+        *flags,
+    ]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stderr[-4000:]
     return result
@@ -113,12 +156,16 @@ def test_replay_completions_depend_only_on_the_prompt(tokenizer, tiny_model):
 
 
 def test_deepspeed_settings_come_from_the_recipe():
-    args = GRPOArguments(per_device_train_batch_size=4, gradient_accumulation_steps=2, max_grad_norm=0.5,
-                         num_generations=4)
+    args = GRPOArguments(
+        per_device_train_batch_size=4, gradient_accumulation_steps=2, max_grad_norm=0.5, num_generations=4
+    )
     config = {"gradient_accumulation_steps": "auto", "zero_optimization": {"stage": 2}}
     configure_deepspeed(config, args)
-    assert (config["train_micro_batch_size_per_gpu"], config["gradient_accumulation_steps"],
-            config["gradient_clipping"]) == (4, 2, 0.5)
+    assert (
+        config["train_micro_batch_size_per_gpu"],
+        config["gradient_accumulation_steps"],
+        config["gradient_clipping"],
+    ) == (4, 2, 0.5)
     same = {"gradient_accumulation_steps": 2, "gradient_clipping": 0.5}
     configure_deepspeed(same, args)  # equal fixed values are accepted
     with pytest.raises(ValueError, match="gradient_clipping=1.0 but the recipe gives 0.5"):
@@ -146,8 +193,9 @@ def test_negative_control_a_wrong_loss_scale_is_caught(tmp_path, one_process_ste
 # --- 2 processes ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("config", ["zero3", *(pytest.param(c, marks=pytest.mark.slow)
-                                              for c in ("zero2", "ddp", "zero3_offload"))])
+@pytest.mark.parametrize(
+    "config", ["zero3", *(pytest.param(c, marks=pytest.mark.slow) for c in ("zero2", "ddp", "zero3_offload"))]
+)
 def test_one_step_on_two_processes_equals_one_process(tmp_path, one_process_step, config):
     launch(config, tmp_path, *STEP_FLAGS, *TWO_PROCESSES)
     records = read_metrics(tmp_path)
@@ -173,8 +221,10 @@ def test_zero3_lora_steps_equal_one_process(tmp_path):
     for step, (record, expected) in enumerate(zip(read_metrics(two), read_metrics(one)), start=1):
         for key in ("loss", "grad_norm", "kl"):
             assert record[key] == pytest.approx(expected[key], rel=1e-5, abs=1e-7), (step, key)
-        got, want = (load_file(os.path.join(run, f"checkpoint-{step}", "model", "adapter_model.safetensors"))
-                     for run in (two, one))
+        got, want = (
+            load_file(os.path.join(run, f"checkpoint-{step}", "model", "adapter_model.safetensors"))
+            for run in (two, one)
+        )
         assert set(got) == set(want) and any("lora_B" in k for k in got)
         size = max(float(want[k].abs().max()) for k in want if "lora_B" in k)  # B starts at 0: the update's size
         assert max(float((got[k] - want[k]).abs().max()) for k in want) < 1e-5 * size
@@ -182,13 +232,25 @@ def test_zero3_lora_steps_equal_one_process(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("config,flags", [("ddp", []), ("zero2", []), ("zero3", []), ("zero3", ["--use_peft", "true"])],
-                         ids=["ddp", "zero2", "zero3", "zero3-lora"])
+@pytest.mark.parametrize(
+    "config,flags",
+    [("ddp", []), ("zero2", []), ("zero3", []), ("zero3", ["--use_peft", "true"])],
+    ids=["ddp", "zero2", "zero3", "zero3-lora"],
+)
 def test_runs_with_the_hf_sampler_finish_on_two_processes(tmp_path, config, flags):
     """Real sampling (under ZeRO-3 from gathered weights), the reference model's log-probs (LoRA: the adapter
     disabled), checkpoints."""
-    launch(config, tmp_path, "--max_steps", "2", "--per_device_train_batch_size", "4", "--gradient_accumulation_steps",
-           "1", *flags)
+    launch(
+        config,
+        tmp_path,
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "4",
+        "--gradient_accumulation_steps",
+        "1",
+        *flags,
+    )
     records = read_metrics(tmp_path)
     assert [r["step"] for r in records] == [1, 2]
     assert all(r["num_processes"] == 2 for r in records)
@@ -210,7 +272,8 @@ def test_zero3_checkpoint_resumes_in_two_processes_and_exports_in_one(tmp_path):
     checkpoint = full / "checkpoint-1"
     assert json.loads((checkpoint / "trainer_state.json").read_text())["num_processes"] == 2
     assert sorted(os.listdir(checkpoint / "deepspeed")) == [
-        f"zero_pp_rank_{r}_mp_rank_00_{kind}_states.pt" for r in (0, 1) for kind in ("model", "optim")]
+        f"zero_pp_rank_{r}_mp_rank_00_{kind}_states.pt" for r in (0, 1) for kind in ("model", "optim")
+    ]
     launch("zero3", resumed, *flags, *TWO_PROCESSES, "--resume_from_checkpoint", str(checkpoint))
     # with the optimizer partitions restored, the resumed step 2 is the uninterrupted step 2
     expected = saved_weights(full / "checkpoint-2")
@@ -218,8 +281,19 @@ def test_zero3_checkpoint_resumes_in_two_processes_and_exports_in_one(tmp_path):
     assert read_metrics(resumed)[0]["grad_norm"] == pytest.approx(read_metrics(full)[1]["grad_norm"], rel=1e-5)
     # one process, no DeepSpeed: the weights are restored, the optimizer state cannot be, and the step differs
     with pytest.warns(UserWarning, match="optimizer state starts from zero"):
-        trainer = GRPOTrainer(*parse_config([SMOKE_RECIPE, "--output_dir", str(single), *flags, *ONE_PROCESS,
-                                             "--resume_from_checkpoint", str(checkpoint)]))
+        trainer = GRPOTrainer(
+            *parse_config(
+                [
+                    SMOKE_RECIPE,
+                    "--output_dir",
+                    str(single),
+                    *flags,
+                    *ONE_PROCESS,
+                    "--resume_from_checkpoint",
+                    str(checkpoint),
+                ]
+            )
+        )
     assert trainer.global_step == 1
     trainer.train()
     assert max_relative_difference(saved_weights(single / "checkpoint-2"), expected, saved_weights(checkpoint)) > 0.01
@@ -233,12 +307,24 @@ def test_zero3_checkpoint_resumes_in_two_processes_and_exports_in_one(tmp_path):
 def test_zero3_samples_what_ddp_samples(tmp_path):
     """Generation from ZeRO-3's gathered weights draws the same completions as from DDP's replicas (same seed,
     same prompts per process), and the steps agree."""
-    flags = ["--max_steps", "2", "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1",
-             "--num_completions_to_log", "4", "--max_completion_length", "24"]
+    flags = [
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "4",
+        "--gradient_accumulation_steps",
+        "1",
+        "--num_completions_to_log",
+        "4",
+        "--max_completion_length",
+        "24",
+    ]
     for config in ("ddp", "zero3"):
         launch(config, tmp_path / config, *flags)
-    texts = [[json.loads(line)["completion"] for line in (tmp_path / c / "completions.jsonl").read_text().splitlines()]
-             for c in ("ddp", "zero3")]
+    texts = [
+        [json.loads(line)["completion"] for line in (tmp_path / c / "completions.jsonl").read_text().splitlines()]
+        for c in ("ddp", "zero3")
+    ]
     assert len(texts[0]) == 8 and texts[0] == texts[1]
     for ddp, zero3 in zip(read_metrics(tmp_path / "ddp"), read_metrics(tmp_path / "zero3")):
         for key in ("completion_length/mean", "truncated_frac", "entropy", "loss", "grad_norm"):

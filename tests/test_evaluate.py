@@ -8,12 +8,12 @@ import os
 import pytest
 import torch
 
-from grpo.eval.runner import EvalSettings, problem_metrics
-from grpo.eval.thinking_budget import ThinkingBudget, generate_with_budget, thought_ids
 from grpo.cli import main
 from grpo.data import render_prompt
 from grpo.eval.heldout import evaluate_during_training
 from grpo.eval.metrics import pass_at_k
+from grpo.eval.runner import EvalSettings, problem_metrics
+from grpo.eval.thinking_budget import ThinkingBudget, generate_with_budget, thought_ids
 from grpo.samplers import Sampler, SamplingConfig, build_sampler
 from grpo.samplers.hf import first_stop_end, left_pad
 from grpo.types import Rollout
@@ -52,29 +52,34 @@ class ScriptedSampler(Sampler):
                 ids = encode(self.tokenizer, self.script(call, p, self.config))
                 stop = first_stop_end(self.tokenizer, ids, self.config.stop)
                 ids = ids[:stop] if stop is not None else ids
-                ids = ids[:ids.index(eos) + 1] if eos in ids else ids
+                ids = ids[: ids.index(eos) + 1] if eos in ids else ids
                 finished = len(ids) <= cap and (stop is not None or ids[-1] == eos)
                 rows.append(ids[:cap])
                 flags.append(not finished)
         width = max(len(r) for r in rows)
         completion = torch.tensor([r + [self.tokenizer.pad_token_id] * (width - len(r)) for r in rows])
         mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
-        prompts, prompt_mask = left_pad([p for p in prompt_ids for _ in range(num_generations)], self.tokenizer.pad_token_id)
+        prompts, prompt_mask = left_pad(
+            [p for p in prompt_ids for _ in range(num_generations)], self.tokenizer.pad_token_id
+        )
         texts = [self.tokenizer.decode(r, skip_special_tokens=True) for r in rows]
         return Rollout(prompts, prompt_mask, completion, mask, torch.tensor(flags), texts)
 
 
 def scripted(tokenizer, texts, **config):
     """A scripted sampler whose i-th generate call returns ``texts[i]`` for every row."""
-    return ScriptedSampler(tokenizer, SamplingConfig(max_completion_length=64, **config), lambda call, p, c: texts[call])
+    return ScriptedSampler(
+        tokenizer, SamplingConfig(max_completion_length=64, **config), lambda call, p, c: texts[call]
+    )
 
 
 # --- stop strings in the HF sampler ---------------------------------------------------------------------
 
+
 def test_first_stop_end(tokenizer):
     ids = encode(tokenizer, "abc</think>def")
     end = first_stop_end(tokenizer, ids, ("</think>",))
-    assert "</think>" in tokenizer.decode(ids[:end]) and "</think>" not in tokenizer.decode(ids[:end - 1])
+    assert "</think>" in tokenizer.decode(ids[:end]) and "</think>" not in tokenizer.decode(ids[: end - 1])
     assert first_stop_end(tokenizer, ids, ("zzz",)) is None and first_stop_end(tokenizer, ids, ()) is None
 
 
@@ -89,7 +94,9 @@ def test_hf_sampler_stops_at_a_stop_string_and_is_unchanged_without_one(tiny_mod
     end = first_stop_end(tokenizer, ids0, (stop,))
     assert end == 4 and stop not in tokenizer.decode(free.completion_ids[1].tolist())
     torch.manual_seed(0)  # same draws: finished rows keep sampling (their tokens are replaced by padding)
-    stopped = plain.with_config(SamplingConfig(max_completion_length=10, temperature=1.0, stop=(stop,))).generate(prompts, 1)
+    stopped = plain.with_config(SamplingConfig(max_completion_length=10, temperature=1.0, stop=(stop,))).generate(
+        prompts, 1
+    )
     assert stopped.completion_mask.sum(1).tolist() == [4, 10]
     assert stopped.truncated.tolist() == [False, True]  # the stop is an end, not a truncation
     assert stopped.completion_ids[0].tolist() == ids0[:4] + [tokenizer.pad_token_id] * 6
@@ -98,6 +105,7 @@ def test_hf_sampler_stops_at_a_stop_string_and_is_unchanged_without_one(tiny_mod
 
 
 # --- thinking budgets -----------------------------------------------------------------------------------
+
 
 def test_thought_ids_cut_exactly_before_the_tag(tokenizer):
     ids = encode(tokenizer, "<think>\nso x=5.</think>\n<answer>")
@@ -122,9 +130,11 @@ def test_budget_cap_inserts_end_of_thinking_then_generates_the_answer(tokenizer)
 
 
 def test_budget_forcing_replaces_an_early_end_of_thinking_with_wait(tokenizer):
-    texts = ["<think>\nA short thought.\n</think>\n<answer>\n7\n</answer>",
-             " I should check again, carefully and slowly.\n</think>",
-             "\n<answer>\n5\n</answer><|im_end|>"]
+    texts = [
+        "<think>\nA short thought.\n</think>\n<answer>\n7\n</answer>",
+        " I should check again, carefully and slowly.\n</think>",
+        "\n<answer>\n5\n</answer><|im_end|>",
+    ]
     thought0 = encode(tokenizer, "<think>\nA short thought.\n")
     wait = encode(tokenizer, "Wait")
     second = encode(tokenizer, texts[1])
@@ -132,13 +142,14 @@ def test_budget_forcing_replaces_an_early_end_of_thinking_with_wait(tokenizer):
     sampler = scripted(tokenizer, texts)
     prompt = encode(tokenizer, "what is 2 + 3?")
     (gen,) = generate_with_budget(sampler, tokenizer, [prompt], 1, ThinkingBudget(100, minimum, max_answer_tokens=20))
-    assert gen.completion == ("<think>\nA short thought.\nWait I should check again, carefully and slowly.\n</think>"
-                              "\n<answer>\n5\n</answer>")
+    assert gen.completion == (
+        "<think>\nA short thought.\nWait I should check again, carefully and slowly.\n</think>\n<answer>\n5\n</answer>"
+    )
     assert gen.waits == 1 and not gen.forced_close and gen.completion.count("</think>") == 1
-    assert gen.thinking_tokens == len(thought0) + len(wait) + len(encode(tokenizer, texts[1][:-len("</think>")]))
+    assert gen.thinking_tokens == len(thought0) + len(wait) + len(encode(tokenizer, texts[1][: -len("</think>")]))
     assert sampler.calls[1][0] == [prompt + thought0 + wait]  # "Wait" replaced the tag in the prompt ids
     assert sampler.calls[1][1].max_completion_length == 100 - len(thought0) - len(wait)
-    assert len(sampler.calls) == 3 and gen.completion_ids[len(thought0) + len(wait):][:len(second)] == second
+    assert len(sampler.calls) == 3 and gen.completion_ids[len(thought0) + len(wait) :][: len(second)] == second
 
     no_waits = scripted(tokenizer, [texts[0], texts[2]])
     (gen,) = generate_with_budget(no_waits, tokenizer, [prompt], 1, ThinkingBudget(100, minimum, 20, max_waits=0))
@@ -171,7 +182,7 @@ def test_rows_of_one_round_are_cut_to_their_own_remaining_budget(tokenizer):
     def script(call, prompt, config):
         if not config.stop:
             return "<answer>1</answer><|im_end|>"
-        if prompt[:len(a)] == a:
+        if prompt[: len(a)] == a:
             return "</think>"  # closes at once, every time
         return "<think>\nab cd</think>" if call == 0 else " a long thought that never ends, on and on and on"
 
@@ -183,7 +194,11 @@ def test_rows_of_one_round_are_cut_to_their_own_remaining_budget(tokenizer):
     left_c = 10 - len(first_c) - 1
     assert gen_c.thinking_tokens == 10 and gen_c.forced_close and gen_c.waits == 1
     assert gen_c.completion_ids[:10] == first_c + encode(tokenizer, "Wait") + long_c[:left_c]
-    assert (gen_a.waits, gen_a.thinking_tokens, gen_a.forced_close) == (8, 10, True)  # 2 tokens left: no room for the tag
+    assert (gen_a.waits, gen_a.thinking_tokens, gen_a.forced_close) == (
+        8,
+        10,
+        True,
+    )  # 2 tokens left: no room for the tag
 
 
 def test_eos_inside_the_thinking_block_finishes_the_completion(tokenizer):
@@ -201,7 +216,7 @@ def test_budget_cap_on_the_tiny_model(tiny_model, tokenizer):
     assert len(gens) == 4
     for gen in gens:  # a random model never writes </think>: every completion is cut at exactly 5 tokens
         assert gen.forced_close and gen.thinking_tokens == 5
-        assert gen.completion_ids[5:5 + len(close)] == close and len(gen.completion_ids) <= 5 + len(close) + 3
+        assert gen.completion_ids[5 : 5 + len(close)] == close and len(gen.completion_ids) <= 5 + len(close) + 3
 
 
 def test_thinking_budget_checks():
@@ -214,6 +229,7 @@ def test_thinking_budget_checks():
 
 
 # --- per-problem metrics and evaluation during training -------------------------------------------------
+
 
 def test_problem_metrics():
     verdicts, classes = [0.0, 1.0, 1.0, 0.0], [0, 1, 1, 0]
@@ -231,16 +247,26 @@ def toy_rows(tokenizer, answers):
     for i, gold in enumerate(answers):
         problem = f"What is {gold} + 0?"
         prompt = render_prompt(problem, tokenizer, args.prompt_template, args.system_prompt)
-        rows.append({"benchmark": "toy", "index": i, "problem": problem, "solution": gold, "prompt": prompt,
-                     "prompt_ids": encode(tokenizer, prompt)})
+        rows.append(
+            {
+                "benchmark": "toy",
+                "index": i,
+                "problem": problem,
+                "solution": gold,
+                "prompt": prompt,
+                "prompt_ids": encode(tokenizer, prompt),
+            }
+        )
     return rows
 
 
 def test_evaluate_during_training_with_scripted_answers(tokenizer):
     rows = toy_rows(tokenizer, ["3", "8"])
     by_prompt = {tuple(r["prompt_ids"]): r["solution"] for r in rows}
-    replies = {"3": ["<answer>3</answer><|im_end|>", "<answer>4</answer><|im_end|>", "<answer>3.0</answer><|im_end|>"],
-               "8": ["<answer>1</answer><|im_end|>", "<answer>8</answer><|im_end|>", "<answer>2</answer><|im_end|>"]}
+    replies = {
+        "3": ["<answer>3</answer><|im_end|>", "<answer>4</answer><|im_end|>", "<answer>3.0</answer><|im_end|>"],
+        "8": ["<answer>1</answer><|im_end|>", "<answer>8</answer><|im_end|>", "<answer>2</answer><|im_end|>"],
+    }
     counters = {}
 
     def script(call, prompt, config):  # the i-th sample of each problem gets replies[gold][i]
@@ -249,8 +275,16 @@ def test_evaluate_during_training_with_scripted_answers(tokenizer):
         return replies[gold][counters[gold] % 3]
 
     sampler = ScriptedSampler(tokenizer, SamplingConfig(64), script)
-    metrics = evaluate_during_training(None, tokenizer, {"toy": rows}, get_reward_funcs(["format", "accuracy"]),
-                                       num_samples=3, max_completion_length=32, sampler=sampler, batch_size=3)
+    metrics = evaluate_during_training(
+        None,
+        tokenizer,
+        {"toy": rows},
+        get_reward_funcs(["format", "accuracy"]),
+        num_samples=3,
+        max_completion_length=32,
+        sampler=sampler,
+        batch_size=3,
+    )
     # problem "3": correct, wrong, correct -> pass@1 2/3, maj@3 right; problem "8": 1 of 3, votes tie -> "1" wins
     assert metrics["eval/toy/pass@1"] == pytest.approx((2 / 3 + 1 / 3) / 2, abs=1e-12)
     assert metrics["eval/toy/maj@3"] == pytest.approx(0.5, abs=1e-12)
@@ -264,27 +298,45 @@ def test_evaluate_during_training_with_scripted_answers(tokenizer):
 def test_evaluate_during_training_on_the_tiny_model_keeps_the_rng(tiny_model, tokenizer):
     rows = toy_rows(tokenizer, ["3", "8"])
     torch.manual_seed(123)
-    metrics = evaluate_during_training(tiny_model, tokenizer, {"toy": rows}, get_reward_funcs(["accuracy"]),
-                                       num_samples=2, max_completion_length=4, seed=7)
+    metrics = evaluate_during_training(
+        tiny_model,
+        tokenizer,
+        {"toy": rows},
+        get_reward_funcs(["accuracy"]),
+        num_samples=2,
+        max_completion_length=4,
+        seed=7,
+    )
     after = torch.rand(3)
     torch.manual_seed(123)
     assert torch.equal(after, torch.rand(3))  # training's random stream is untouched
-    assert set(metrics) == {f"eval/toy/{k}" for k in ("pass@1", "pass@2", "maj@2", "completion_length", "truncated_frac")}
+    assert set(metrics) == {
+        f"eval/toy/{k}" for k in ("pass@1", "pass@2", "maj@2", "completion_length", "truncated_frac")
+    }
     assert 0 < metrics["eval/toy/completion_length"] <= 4
-    again = evaluate_during_training(tiny_model, tokenizer, {"toy": rows}, get_reward_funcs(["accuracy"]),
-                                     num_samples=2, max_completion_length=4, seed=7)
+    again = evaluate_during_training(
+        tiny_model,
+        tokenizer,
+        {"toy": rows},
+        get_reward_funcs(["accuracy"]),
+        num_samples=2,
+        max_completion_length=4,
+        seed=7,
+    )
     assert again == metrics  # seeded
     with pytest.raises(ValueError, match="correctness"):
-        evaluate_during_training(tiny_model, tokenizer, {"toy": rows}, get_reward_funcs(["format"]),
-                                 num_samples=1, max_completion_length=2)
+        evaluate_during_training(
+            tiny_model, tokenizer, {"toy": rows}, get_reward_funcs(["format"]), num_samples=1, max_completion_length=2
+        )
 
 
 # --- benchmarks and the command -------------------------------------------------------------------------
 
+
 @needs_data
 def test_benchmark_rows_limit_levels_and_gold(tokenizer):
-    from grpo.eval.benchmarks import load_benchmarks
     from grpo.config import DataArguments
+    from grpo.eval.benchmarks import load_benchmarks
 
     with open(os.path.join(SHARED_DATA, "gsm8k", "test.jsonl")) as f:
         first = json.loads(f.readline())
@@ -308,8 +360,21 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @needs_data
 def test_grpo_eval_writes_every_output(tmp_path, capsys):
     out = tmp_path / "eval"
-    argv = ["eval", "--model", "tiny-random-llama", "--benchmarks", "gsm8k", "--limit", "4", "--num_samples", "2",
-            "--max_completion_length", "8", "--out_dir", str(out)]
+    argv = [
+        "eval",
+        "--model",
+        "tiny-random-llama",
+        "--benchmarks",
+        "gsm8k",
+        "--limit",
+        "4",
+        "--num_samples",
+        "2",
+        "--max_completion_length",
+        "8",
+        "--out_dir",
+        str(out),
+    ]
     assert main(argv) == 0
     records = read_jsonl(out / "samples.jsonl")
     assert [r["index"] for r in records] == [0, 1, 2, 3] and all(len(r["samples"]) == 2 for r in records)
@@ -341,14 +406,43 @@ def test_grpo_eval_writes_every_output(tmp_path, capsys):
 @needs_data
 def test_grpo_eval_budget_sweep_and_verifiers(tmp_path):
     out = tmp_path / "sweep"
-    assert main(["eval", "--model", "tiny-random-llama", "--benchmarks", "gsm8k", "--limit", "2", "--num_samples", "2",
-                 "--thinking_budgets", "3,5", "--max_answer_tokens", "2", "--verifiers", "reward:format,self",
-                 "--out_dir", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                "tiny-random-llama",
+                "--benchmarks",
+                "gsm8k",
+                "--limit",
+                "2",
+                "--num_samples",
+                "2",
+                "--thinking_budgets",
+                "3,5",
+                "--max_answer_tokens",
+                "2",
+                "--verifiers",
+                "reward:format,self",
+                "--out_dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
     records = read_jsonl(out / "samples.jsonl")
     assert [(r["budget"], r["index"]) for r in records] == [(3, 0), (3, 1), (5, 0), (5, 1)]
     for r in records:
-        assert set(r["metrics"]) == {"pass@1", "pass@2", "maj@1", "maj@2", "bon@1/reward:format", "bon@2/reward:format",
-                                     "bon@1/self", "bon@2/self"}
+        assert set(r["metrics"]) == {
+            "pass@1",
+            "pass@2",
+            "maj@1",
+            "maj@2",
+            "bon@1/reward:format",
+            "bon@2/reward:format",
+            "bon@1/self",
+            "bon@2/self",
+        }
         for s in r["samples"]:
             assert s["thinking_tokens"] == r["budget"] and s["forced_close"] and "</think>" in s["completion"]
             assert 0.0 < s["scores"]["self"] < 1.0 and s["scores"]["reward:format"] == 0.0
@@ -360,8 +454,23 @@ def test_grpo_eval_budget_sweep_and_verifiers(tmp_path):
 
 def test_recipe_mode_still_works(tmp_path, capsys):
     out = tmp_path / "recipe.jsonl"
-    assert main(["eval", SMOKE_RECIPE, "--model", "tiny-random-llama", "--dataset_size", "3",
-                 "--max_completion_length", "4", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                SMOKE_RECIPE,
+                "--model",
+                "tiny-random-llama",
+                "--dataset_size",
+                "3",
+                "--max_completion_length",
+                "4",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["num_problems"] == 3 and "accuracy" in summary and len(read_jsonl(out)) == 3
 
@@ -370,8 +479,13 @@ def test_read_records_cuts_a_torn_last_line(tmp_path):
     from grpo.eval.runner import read_records
 
     path = tmp_path / "samples.jsonl"
-    record = {"benchmark": "b", "budget": None, "index": 0, "metrics": None,
-              "samples": [{"completion": "long text", "tokens": 3}]}
+    record = {
+        "benchmark": "b",
+        "budget": None,
+        "index": 0,
+        "metrics": None,
+        "samples": [{"completion": "long text", "tokens": 3}],
+    }
     path.write_text(json.dumps(record) + "\n" + '{"benchmark": "b", "bud')
     assert read_records(str(path)) == [{**record, "samples": [{"tokens": 3}]}]  # texts are not kept in memory
     assert path.read_text() == json.dumps(record) + "\n"
@@ -396,13 +510,34 @@ def test_rescore_replaces_scores_and_recomputes_best_of_n(tmp_path, tokenizer):
 
     good, bad = "<think>\nsum\n</think>\n<answer>\n3\n</answer>", "the answer is 3"
     samples = lambda texts, correct: [  # noqa: E731
-        {"completion": t, "answer": "3", "correct": c, "class": 0 if c else 1, "tokens": 5, "thinking_tokens": None,
-         "truncated": False, "waits": 0, "forced_close": False, "scores": {"reward:format": 0.0}}
-        for t, c in zip(texts, correct)]
+        {
+            "completion": t,
+            "answer": "3",
+            "correct": c,
+            "class": 0 if c else 1,
+            "tokens": 5,
+            "thinking_tokens": None,
+            "truncated": False,
+            "waits": 0,
+            "forced_close": False,
+            "scores": {"reward:format": 0.0},
+        }
+        for t, c in zip(texts, correct)
+    ]
     # problem 0: the well-formatted sample is the correct one; problem 1: it is the wrong one
-    records = [{"benchmark": "b", "budget": None, "index": i, "problem": "1+2?", "gold": "3", "majority_answer": "3",
-                "metrics": {"stale": 1.0}, "samples": samples(texts, correct)}
-               for i, (texts, correct) in enumerate([([bad, good], [0.0, 1.0]), ([good, bad], [0.0, 1.0])])]
+    records = [
+        {
+            "benchmark": "b",
+            "budget": None,
+            "index": i,
+            "problem": "1+2?",
+            "gold": "3",
+            "majority_answer": "3",
+            "metrics": {"stale": 1.0},
+            "samples": samples(texts, correct),
+        }
+        for i, (texts, correct) in enumerate([([bad, good], [0.0, 1.0]), ([good, bad], [0.0, 1.0])])
+    ]
     path = tmp_path / "samples.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     rows = {"b": [{"benchmark": "b", "index": i, "problem": "1+2?", "prompt": "P", "solution": "3"} for i in (0, 1)]}
@@ -411,7 +546,9 @@ def test_rescore_replaces_scores_and_recomputes_best_of_n(tmp_path, tokenizer):
     out = rescore(str(path), rows, verifiers, tokenizer)
     stored = read_jsonl(path)
     assert [[s["scores"] for s in r["samples"]] for r in stored] == [
-        [{"reward:format": 0.0}, {"reward:format": 1.0}], [{"reward:format": 1.0}, {"reward:format": 0.0}]]
+        [{"reward:format": 0.0}, {"reward:format": 1.0}],
+        [{"reward:format": 1.0}, {"reward:format": 0.0}],
+    ]
     assert [r["metrics"]["bon@2/reward:format"] for r in stored] == [1.0, 0.0]  # best-of-2 picks the formatted one
     assert [r["metrics"]["pass@2"] for r in stored] == [1.0, 1.0] and "stale" not in stored[0]["metrics"]
     assert [s["completion"] for s in stored[1]["samples"]] == [good, bad]  # texts and verdicts kept
@@ -426,8 +563,21 @@ def test_rescore_replaces_scores_and_recomputes_best_of_n(tmp_path, tokenizer):
 @needs_data
 def test_grpo_eval_rescore_reproduces_the_run_and_refuses_other_settings(tmp_path):
     out = tmp_path / "eval"
-    argv = ["eval", "--model", "tiny-random-llama", "--benchmarks", "gsm8k", "--limit", "2", "--num_samples", "2",
-            "--max_completion_length", "6", "--out_dir", str(out)]
+    argv = [
+        "eval",
+        "--model",
+        "tiny-random-llama",
+        "--benchmarks",
+        "gsm8k",
+        "--limit",
+        "2",
+        "--num_samples",
+        "2",
+        "--max_completion_length",
+        "6",
+        "--out_dir",
+        str(out),
+    ]
     with pytest.raises(FileNotFoundError, match="--rescore needs"):
         main([*argv, "--rescore"])
     assert main([*argv, "--verifiers", "reward:format"]) == 0
@@ -437,7 +587,9 @@ def test_grpo_eval_rescore_reproduces_the_run_and_refuses_other_settings(tmp_pat
     assert main([*argv, "--verifiers", "self", "--rescore"]) == 0  # a verifier added after the run
     rescored = read_jsonl(out / "samples.jsonl")
     assert all(set(s["scores"]) == {"self"} and 0.0 < s["scores"]["self"] < 1.0 for r in rescored for s in r["samples"])
-    assert all(set(r["metrics"]) == {"pass@1", "pass@2", "maj@1", "maj@2", "bon@1/self", "bon@2/self"} for r in rescored)
+    assert all(
+        set(r["metrics"]) == {"pass@1", "pass@2", "maj@1", "maj@2", "bon@1/self", "bon@2/self"} for r in rescored
+    )
     strip = lambda rs: [[{k: v for k, v in s.items() if k != "scores"} for s in r["samples"]] for r in rs]  # noqa: E731
     assert strip(rescored) == strip(sampled)
     assert "bon@K self" in (out / "summary.md").read_text()
@@ -448,9 +600,24 @@ def test_grpo_eval_rescore_reproduces_the_run_and_refuses_other_settings(tmp_pat
 @needs_data
 def test_grpo_eval_reward_verifiers_take_the_recipes_settings(tmp_path):
     out = tmp_path / "eval"
-    argv = ["eval", "recipes/smollm2/lora_arithmetic.yaml", "--model", "tiny-random-llama", "--benchmarks", "gsm8k",
-            "--limit", "1", "--num_samples", "2", "--max_completion_length", "4", "--verifiers", "reward:format",
-            "--out_dir", str(out)]
+    argv = [
+        "eval",
+        "recipes/smollm2/lora_arithmetic.yaml",
+        "--model",
+        "tiny-random-llama",
+        "--benchmarks",
+        "gsm8k",
+        "--limit",
+        "1",
+        "--num_samples",
+        "2",
+        "--max_completion_length",
+        "4",
+        "--verifiers",
+        "reward:format",
+        "--out_dir",
+        str(out),
+    ]
     assert main(argv) == 0
     assert json.loads((out / "run.json").read_text())["reward_kwargs"] == {"format": {"strict": False}}
     with pytest.raises(ValueError, match="reward_kwargs"):  # other verifier settings: no silent resume
@@ -463,18 +630,31 @@ def test_summary_standard_error_and_mean_verifier_score():
     from grpo.eval.report import markdown_table, summarize
 
     def record(index, verdicts, scores):
-        samples = [{"correct": v, "tokens": 10, "truncated": False, "thinking_tokens": 10, "waits": 0,
-                    "forced_close": False, "scores": {"rm": s}} for v, s in zip(verdicts, scores)]
+        samples = [
+            {
+                "correct": v,
+                "tokens": 10,
+                "truncated": False,
+                "thinking_tokens": 10,
+                "waits": 0,
+                "forced_close": False,
+                "scores": {"rm": s},
+            }
+            for v, s in zip(verdicts, scores)
+        ]
         metrics = {"pass@1": sum(verdicts) / len(verdicts), "bon@2/rm": 0.0}
         return {"benchmark": "b", "budget": None, "index": index, "metrics": metrics, "samples": samples}
 
     # per-problem pass@1: 1.0, 0.5, 0.0 -> mean 0.5, sample sd 0.5, s.e. 0.5 / sqrt(3)
-    (result,) = summarize([record(0, [1.0, 1.0], [2.0, 4.0]), record(1, [1.0, 0.0], [None, -1.0]),
-                           record(2, [0.0, 0.0], [0.0, 1.0])])
-    assert result["pass@1"] == 0.5 and result["pass@1_stderr"] == pytest.approx(0.5 / 3 ** 0.5, rel=1e-12)
+    (result,) = summarize(
+        [record(0, [1.0, 1.0], [2.0, 4.0]), record(1, [1.0, 0.0], [None, -1.0]), record(2, [0.0, 0.0], [0.0, 1.0])]
+    )
+    assert result["pass@1"] == 0.5 and result["pass@1_stderr"] == pytest.approx(0.5 / 3**0.5, rel=1e-12)
     assert result["score/rm"] == pytest.approx(6.0 / 5, rel=1e-12)  # the None score is left out
     header, _, row = markdown_table([result]).splitlines()
-    assert "| pass@1 | ± s.e. |" in header and "| mean rm |" in header and "| 50.0 | 28.9 |" in row and "| 1.20 |" in row
+    assert (
+        "| pass@1 | ± s.e. |" in header and "| mean rm |" in header and "| 50.0 | 28.9 |" in row and "| 1.20 |" in row
+    )
     (single,) = summarize([record(0, [1.0, 0.0], [1.0, 0.0])])
     assert single["pass@1_stderr"] is None  # one problem: no error bar
 

@@ -7,7 +7,7 @@ from grpo.samplers.hf import left_pad
 def _reference(model, prompt, completion, temperature):
     """Unpadded single-sequence forward, log-softmax over the full vocabulary in float64."""
     ids = torch.tensor([prompt + completion])
-    logits = model(input_ids=ids).logits[0, len(prompt) - 1:-1].double() / temperature  # [T, V]
+    logits = model(input_ids=ids).logits[0, len(prompt) - 1 : -1].double() / temperature  # [T, V]
     return torch.log_softmax(logits, -1).gather(-1, torch.tensor(completion)[:, None]).squeeze(-1)
 
 
@@ -20,14 +20,16 @@ def test_matches_unpadded_reference_under_left_padding(tiny_model):
     c_ids = torch.full((3, t), 2)
     c_mask = torch.zeros((3, t), dtype=torch.long)
     for i, c in enumerate(completions):
-        c_ids[i, :len(c)] = torch.tensor(c)
-        c_mask[i, :len(c)] = 1
+        c_ids[i, : len(c)] = torch.tensor(c)
+        c_mask[i, : len(c)] = 1
     with torch.no_grad():
-        lp, ent = completion_logprobs(tiny_model, p_ids, p_mask, c_ids, c_mask, temperature=0.7, with_entropy=True, chunk_rows=2)
+        lp, ent = completion_logprobs(
+            tiny_model, p_ids, p_mask, c_ids, c_mask, temperature=0.7, with_entropy=True, chunk_rows=2
+        )
     assert lp.shape == ent.shape == (3, t)
     for i, (p, c) in enumerate(zip(prompts, completions)):
         ref = _reference(tiny_model, p, c, 0.7)
-        torch.testing.assert_close(lp[i, :len(c)].double(), ref, atol=2e-5, rtol=0)
+        torch.testing.assert_close(lp[i, : len(c)].double(), ref, atol=2e-5, rtol=0)
 
 
 def test_padding_garbage_changes_nothing(tiny_model):

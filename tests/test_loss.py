@@ -32,9 +32,26 @@ def ref_threshold(values, rho):
     return v[lo] + (v[hi] - v[lo]) * (pos - lo)
 
 
-def reference_loss(logp, old, adv, mask, loss_type, *, eps_low=0.2, eps_high=0.2, delta=None, ref=None, beta=0.0,
-                   kl_estimator="k3", max_len=None, num_sequences=None, num_tokens=None, ents=None,
-                   entropy_coef=0.0, top_q=1.0):
+def reference_loss(
+    logp,
+    old,
+    adv,
+    mask,
+    loss_type,
+    *,
+    eps_low=0.2,
+    eps_high=0.2,
+    delta=None,
+    ref=None,
+    beta=0.0,
+    kl_estimator="k3",
+    max_len=None,
+    num_sequences=None,
+    num_tokens=None,
+    ents=None,
+    entropy_coef=0.0,
+    top_q=1.0,
+):
     """Loss written straight from the papers, one sequence and one token at a time (0-d tensors, autograd)."""
     N, T = logp.shape
     if old is None:
@@ -86,9 +103,13 @@ def random_batch(seed, off_policy=True):
     if off_policy:
         old[0] = logp[0] - 1.6  # ratios e^1.6 ~ 5: beyond a dual clip at 3
     return SimpleNamespace(
-        logp=logp, old=old, mask=mask, adv=torch.randn(N, generator=g, dtype=DT),
+        logp=logp,
+        old=old,
+        mask=mask,
+        adv=torch.randn(N, generator=g, dtype=DT),
         ref=logp + 0.3 * torch.randn(N, T, generator=g, dtype=DT),
-        ents=torch.rand(N, T, generator=g, dtype=DT) * 2, max_len=T + 2,
+        ents=torch.rand(N, T, generator=g, dtype=DT) * 2,
+        max_len=T + 2,
     )
 
 
@@ -126,14 +147,32 @@ def test_matches_naive_reference(loss_type, config):
     for seed in range(3):
         b = random_batch(100 * seed + len(config), off_policy=off_policy)
         kw = dict(eps_low=0.2, **cfg)
-        ours = grads_of(lambda lp, en: policy_loss(
-            lp, b.old, b.adv, b.mask, loss_type=loss_type, epsilon_low=kw["eps_low"],
-            epsilon_high=kw.get("eps_high", 0.2), delta=kw.get("delta"), ref_logprobs=b.ref,
-            beta=kw.get("beta", 0.0), kl_estimator=kw.get("kl_estimator", "k3"), max_completion_length=b.max_len,
-            entropies=en, entropy_coef=kw.get("entropy_coef", 0.0), top_entropy_quantile=kw.get("top_q", 1.0),
-        )[0], b)
-        expected = grads_of(lambda lp, en: reference_loss(
-            lp, b.old, b.adv, b.mask, loss_type, ref=b.ref, max_len=b.max_len, ents=en, **kw), b)
+        ours = grads_of(
+            lambda lp, en: policy_loss(
+                lp,
+                b.old,
+                b.adv,
+                b.mask,
+                loss_type=loss_type,
+                epsilon_low=kw["eps_low"],
+                epsilon_high=kw.get("eps_high", 0.2),
+                delta=kw.get("delta"),
+                ref_logprobs=b.ref,
+                beta=kw.get("beta", 0.0),
+                kl_estimator=kw.get("kl_estimator", "k3"),
+                max_completion_length=b.max_len,
+                entropies=en,
+                entropy_coef=kw.get("entropy_coef", 0.0),
+                top_entropy_quantile=kw.get("top_q", 1.0),
+            )[0],
+            b,
+        )
+        expected = grads_of(
+            lambda lp, en: reference_loss(
+                lp, b.old, b.adv, b.mask, loss_type, ref=b.ref, max_len=b.max_len, ents=en, **kw
+            ),
+            b,
+        )
         for o, e in zip(ours, expected):
             close(o, e)
         grad_norm += ours[1].abs().sum().item()
@@ -267,8 +306,15 @@ def test_padding_garbage_changes_nothing(loss_type):
         x[pad] = junk
         return x
 
-    kw = dict(loss_type=loss_type, max_completion_length=b.max_len, beta=0.1, epsilon_high=0.28, delta=3.0,
-              entropy_coef=0.01, top_entropy_quantile=0.5)
+    kw = dict(
+        loss_type=loss_type,
+        max_completion_length=b.max_len,
+        beta=0.1,
+        epsilon_high=0.28,
+        delta=3.0,
+        entropy_coef=0.01,
+        top_entropy_quantile=0.5,
+    )
     runs = []
     for clean in (True, False):
         f = (lambda x: x.clone()) if clean else dirty
@@ -374,8 +420,9 @@ def test_metrics_hand_case():
     logp, old, adv, mask = one_row([1.5, 0.5, 1.0, 0.7], [1.0, -1.0, 1.0, 1.0])
     ents = torch.tensor([[0.2], [0.4], [0.6], [0.8]], dtype=DT)
     _, m = policy_loss(logp, old, adv, mask, entropies=ents)
-    assert m == pytest.approx({"kl": 0.0, "clip_frac/low": 0.25, "clip_frac/high": 0.25, "ratio/mean": 0.925,
-                               "entropy": 0.5}, abs=1e-15)
+    assert m == pytest.approx(
+        {"kl": 0.0, "clip_frac/low": 0.25, "clip_frac/high": 0.25, "ratio/mean": 0.925, "entropy": 0.5}, abs=1e-15
+    )
     assert all(type(v) is float for v in m.values())
 
 
@@ -404,8 +451,11 @@ def test_errors():
     for kw, match in cases:
         with pytest.raises(ValueError, match=match):
             policy_loss(*args, **kw)
-    for kw, match in [(dict(num_sequences=0), "num_sequences"), (dict(num_tokens=-1), "num_tokens"),
-                      (dict(loss_type="dr_grpo", max_completion_length=0), "max_completion_length")]:
+    for kw, match in [
+        (dict(num_sequences=0), "num_sequences"),
+        (dict(num_tokens=-1), "num_tokens"),
+        (dict(loss_type="dr_grpo", max_completion_length=0), "max_completion_length"),
+    ]:
         with pytest.raises(ValueError, match=match):
             policy_loss(*args, **kw)
     with pytest.raises(ValueError, match="advantages"):
@@ -425,9 +475,20 @@ def test_fully_masked_batch_gives_zero(loss_type):
     b.mask[:] = False
     for num_tokens in (None, 0):
         lp = b.logp.clone().requires_grad_(True)
-        loss, m = policy_loss(lp, b.old, b.adv, b.mask, loss_type=loss_type, max_completion_length=b.max_len,
-                              num_tokens=num_tokens, ref_logprobs=b.ref, beta=0.1, entropies=b.ents,
-                              entropy_coef=0.01, top_entropy_quantile=0.2)
+        loss, m = policy_loss(
+            lp,
+            b.old,
+            b.adv,
+            b.mask,
+            loss_type=loss_type,
+            max_completion_length=b.max_len,
+            num_tokens=num_tokens,
+            ref_logprobs=b.ref,
+            beta=0.1,
+            entropies=b.ents,
+            entropy_coef=0.01,
+            top_entropy_quantile=0.2,
+        )
         loss.backward()
         assert loss.item() == 0.0 and (lp.grad == 0).all()
         assert m == {"kl": 0.0, "clip_frac/low": 0.0, "clip_frac/high": 0.0, "ratio/mean": 0.0, "entropy": 0.0}

@@ -52,8 +52,20 @@ class FakeAccelerator:
         return x
 
 
-def make_trainer(loss_type, *, eps_low, eps_high, delta=None, beta=0.0, max_len=None, top_q=1.0,
-                 entropy_coef=0.0, gas=1, num_processes=1, steps_per_generation=1):
+def make_trainer(
+    loss_type,
+    *,
+    eps_low,
+    eps_high,
+    delta=None,
+    beta=0.0,
+    max_len=None,
+    top_q=1.0,
+    entropy_coef=0.0,
+    gas=1,
+    num_processes=1,
+    steps_per_generation=1,
+):
     trl_loss, level = TRL_NAMES[loss_type]
     t = object.__new__(GRPOTrainer)
     t.args = SimpleNamespace(delta=delta, use_bias_correction_kl=False, steps_per_generation=steps_per_generation)
@@ -96,9 +108,12 @@ def run_trl(trainer, b, num_items=None):
     trainer._get_per_token_logps_and_entropies = lambda *a, **k: (logp, b.ent, None)
     n, T = b.logp.shape
     inputs = {
-        "prompt_ids": torch.zeros(n, 2, dtype=torch.long), "prompt_mask": torch.ones(n, 2, dtype=torch.long),
-        "completion_ids": torch.zeros(n, T, dtype=torch.long), "completion_mask": b.mask,
-        "advantages": b.adv, "ref_per_token_logps": b.ref,
+        "prompt_ids": torch.zeros(n, 2, dtype=torch.long),
+        "prompt_mask": torch.ones(n, 2, dtype=torch.long),
+        "completion_ids": torch.zeros(n, T, dtype=torch.long),
+        "completion_mask": b.mask,
+        "advantages": b.adv,
+        "ref_per_token_logps": b.ref,
         "num_items_in_batch": torch.tensor(float(b.mask.sum() if num_items is None else num_items)),
     }
     if b.old is not None:
@@ -110,8 +125,9 @@ def run_trl(trainer, b, num_items=None):
 
 def run_ours(loss_type, b, **kw):
     logp = b.logp.clone().requires_grad_(True)
-    loss, metrics = policy_loss(logp, b.old, b.adv, b.mask, loss_type=loss_type, ref_logprobs=b.ref,
-                                entropies=b.ent, **kw)
+    loss, metrics = policy_loss(
+        logp, b.old, b.adv, b.mask, loss_type=loss_type, ref_logprobs=b.ref, entropies=b.ent, **kw
+    )
     loss.backward()
     return loss.detach(), logp.grad, metrics
 
@@ -144,8 +160,14 @@ def test_matches_trl(loss_type, config):
     trainer = make_trainer(loss_type, eps_low=eps_low, eps_high=eps_high, max_len=b.mask.shape[1] + 3, **opts)
     t_loss, t_grad, t_metrics = run_trl(trainer, b)
     o_loss, o_grad, o_metrics = run_ours(
-        loss_type, b, epsilon_low=eps_low, epsilon_high=eps_high, delta=opts["delta"], beta=opts["beta"],
-        top_entropy_quantile=opts["top_q"], max_completion_length=b.mask.shape[1] + 3,
+        loss_type,
+        b,
+        epsilon_low=eps_low,
+        epsilon_high=eps_high,
+        delta=opts["delta"],
+        beta=opts["beta"],
+        top_entropy_quantile=opts["top_q"],
+        max_completion_length=b.mask.shape[1] + 3,
         num_tokens=int(b.mask.sum()),
     )
     torch.testing.assert_close(o_loss, t_loss, rtol=0, atol=ATOL)
@@ -155,8 +177,14 @@ def test_matches_trl(loss_type, config):
         # entropy mask, so the gradient of s_i still reaches every token of the sequence; GSPO-token puts it only
         # on the kept (high-entropy) tokens. Same loss, same per-sequence total gradient, different placement.
         kept, pad = _kept_tokens(b, opts["top_q"]), ~b.mask.bool()
-        _, pg_grad, _ = run_ours(loss_type, b, epsilon_low=eps_low, epsilon_high=eps_high,
-                                 top_entropy_quantile=opts["top_q"], num_tokens=int(b.mask.sum()))  # no KL
+        _, pg_grad, _ = run_ours(
+            loss_type,
+            b,
+            epsilon_low=eps_low,
+            epsilon_high=eps_high,
+            top_entropy_quantile=opts["top_q"],
+            num_tokens=int(b.mask.sum()),
+        )  # no KL
         kl_grad = o_grad - pg_grad
         assert (pg_grad[~kept] == 0).all() and (pg_grad[kept] != 0).any()
         assert ((t_grad - kl_grad)[~kept & ~pad] != 0).any()  # trl: policy gradient on low-entropy tokens too
@@ -209,11 +237,26 @@ def test_global_normalisers_match_trl_accumulation(loss_type):
     for k in range(procs * gas):
         sl = slice(k * n, (k + 1) * n)
         b = SimpleNamespace(**{f: getattr(full, f)[sl] for f in ("logp", "old", "ref", "adv", "mask", "ent")})
-        trainer = make_trainer(loss_type, eps_low=0.2, eps_high=0.28, beta=0.04, max_len=max_len, gas=gas,
-                               num_processes=procs, steps_per_generation=gas)
+        trainer = make_trainer(
+            loss_type,
+            eps_low=0.2,
+            eps_high=0.28,
+            beta=0.04,
+            max_len=max_len,
+            gas=gas,
+            num_processes=procs,
+            steps_per_generation=gas,
+        )
         t_loss, t_grad, _ = run_trl(trainer, b, num_items=total_tokens)
-        o_loss, o_grad, _ = run_ours(loss_type, b, epsilon_high=0.28, beta=0.04, max_completion_length=max_len,
-                                     num_sequences=procs * gas * n, num_tokens=total_tokens)
+        o_loss, o_grad, _ = run_ours(
+            loss_type,
+            b,
+            epsilon_high=0.28,
+            beta=0.04,
+            max_completion_length=max_len,
+            num_sequences=procs * gas * n,
+            num_tokens=total_tokens,
+        )
         torch.testing.assert_close(procs * o_loss, t_loss, rtol=0, atol=ATOL)
         torch.testing.assert_close(procs * o_grad, t_grad, rtol=0, atol=ATOL)
         ours_sum = ours_sum + o_loss

@@ -7,13 +7,22 @@ import math
 import pytest
 import torch
 
-from grpo.eval.metrics import (answer_classes, best_index, best_of_n, k_values, length_stats, maj_at_k, majority_class,
-                          mean_at_k, pass_at_k)
+from grpo.eval.metrics import (
+    answer_classes,
+    best_index,
+    best_of_n,
+    k_values,
+    length_stats,
+    maj_at_k,
+    majority_class,
+    mean_at_k,
+    pass_at_k,
+)
 from grpo.eval.verifiers import RewardModelVerifier, SelfVerifier, build_verifier
 from rewards import accuracy_reward
 
-
 # --- pass@k, mean@k ----------------------------------------------------------------------------------
+
 
 def brute_force_pass_at_k(n: int, c: int, k: int) -> float:
     """Share of the k-subsets of n samples (the first c correct) that hold at least one correct sample."""
@@ -59,6 +68,7 @@ def test_k_values():
 
 # --- maj@k ---------------------------------------------------------------------------------------------
 
+
 def test_answer_classes_join_equivalent_notations_and_skip_unparseable():
     answers = ["0.5", None, "\\frac{1}{2}", "hello world", "2", "2.0", "", "1/2", "\\frac{2}{4}"]
     assert answer_classes(answers) == [0, None, 0, None, 1, 1, None, 0, 0]
@@ -97,6 +107,7 @@ def test_maj_at_k_errors():
 
 
 # --- best-of-N -----------------------------------------------------------------------------------------
+
 
 def test_best_of_n_picks_the_highest_score_ties_earliest_and_skips_missing():
     verdicts = [0.0, 1.0, 0.0, 1.0]
@@ -150,9 +161,16 @@ def test_reward_verifier_takes_the_recipes_reward_settings():
 def tiny_reward_model(tokenizer, num_labels=1):
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, num_labels=num_labels,
-                         pad_token_id=tokenizer.pad_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_labels=num_labels,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     with torch.random.fork_rng():
         torch.manual_seed(1)
         return LlamaForSequenceClassification(config).eval()
@@ -166,8 +184,9 @@ def test_best_of_n_with_a_tiny_reward_model(tokenizer):
     with torch.no_grad():  # one unpadded forward per candidate
         direct = []
         for problem, completion in zip(problems, CANDIDATES):
-            text = tokenizer.apply_chat_template([{"role": "user", "content": problem},
-                                                  {"role": "assistant", "content": completion}], tokenize=False)
+            text = tokenizer.apply_chat_template(
+                [{"role": "user", "content": problem}, {"role": "assistant", "content": completion}], tokenize=False
+            )
             ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
             direct.append(float(model(input_ids=ids).logits[0, 0]))
     assert scores == pytest.approx(direct, abs=1e-5)
@@ -191,9 +210,13 @@ def test_self_verification_scores_p_yes_against_p_no(tiny_model, tokenizer):
     assert batched == pytest.approx(single, abs=1e-5)  # left padding with position ids changes nothing
     verifier = SelfVerifier(tiny_model, tokenizer)
     prompt = verifier.prompt.format(problem=problems[0], completion=CANDIDATES[0])
-    text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+    )
     with torch.no_grad():
-        logits = tiny_model(input_ids=torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])).logits[0, -1]
+        logits = tiny_model(input_ids=torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])).logits[
+            0, -1
+        ]
     yes, no = logits[verifier.yes_id], logits[verifier.no_id]
     assert batched[0] == pytest.approx(float(torch.sigmoid(yes - no)), abs=1e-6)
     assert tokenizer.decode([verifier.yes_id]) == "Yes" and tokenizer.decode([verifier.no_id]) == "No"
@@ -207,9 +230,15 @@ def test_unknown_verifier():
 
 # --- lengths -------------------------------------------------------------------------------------------
 
+
 def test_length_stats_by_hand():
     stats = length_stats([10, 20, 30, 40], [1.0, 0.0, 1.0, 0.0], [False, False, True, False])
-    assert stats == {"completion_tokens/mean": 25.0, "completion_tokens/correct_mean": 20.0,
-                     "completion_tokens/incorrect_mean": 30.0, "truncated_frac": 0.25, "tokens_per_correct": 50.0}
+    assert stats == {
+        "completion_tokens/mean": 25.0,
+        "completion_tokens/correct_mean": 20.0,
+        "completion_tokens/incorrect_mean": 30.0,
+        "truncated_frac": 0.25,
+        "tokens_per_correct": 50.0,
+    }
     none_correct = length_stats([5, 7], [0.0, 0.0], [True, True])
     assert none_correct["tokens_per_correct"] is None and none_correct["completion_tokens/correct_mean"] is None

@@ -29,6 +29,7 @@ def _fake_runner(calls):
             os.makedirs(target, exist_ok=True)
         else:
             open(target, "w").write("{}\n")
+
     return runner
 
 
@@ -80,14 +81,20 @@ def test_a_stage_that_writes_no_artefact_is_not_marked_done(tmp_path):
     assert not os.path.exists(tmp_path / "run" / "data" / "DONE")
 
 
-@pytest.mark.parametrize("stages, message", [
-    ([{"name": "a", "kind": "train"}], "kind must be one of"),
-    ([{"name": "a", "kind": "sft"}, {"name": "a", "kind": "grpo"}], "unique"),
-    ([{"name": "a", "kind": "sft", "model_from": "later"}], "not an earlier stage"),
-    ([{"name": "a", "kind": "cold_start"}, {"name": "b", "kind": "grpo", "model_from": "a"}], "does not make a model"),
-    ([{"name": "a", "kind": "grpo", "overrides": {"num_samples": 2}}], r"\['num_samples'\] are not fields"),
-    ([{"name": "a", "kind": "grpo", "epochs": 2}], "unexpected keyword"),
-])
+@pytest.mark.parametrize(
+    "stages, message",
+    [
+        ([{"name": "a", "kind": "train"}], "kind must be one of"),
+        ([{"name": "a", "kind": "sft"}, {"name": "a", "kind": "grpo"}], "unique"),
+        ([{"name": "a", "kind": "sft", "model_from": "later"}], "not an earlier stage"),
+        (
+            [{"name": "a", "kind": "cold_start"}, {"name": "b", "kind": "grpo", "model_from": "a"}],
+            "does not make a model",
+        ),
+        ([{"name": "a", "kind": "grpo", "overrides": {"num_samples": 2}}], r"\['num_samples'\] are not fields"),
+        ([{"name": "a", "kind": "grpo", "epochs": 2}], "unexpected keyword"),
+    ],
+)
 def test_bad_pipelines(tmp_path, stages, message):
     with pytest.raises(ValueError, match=message):
         load_pipeline(_pipeline(tmp_path, stages))
@@ -117,9 +124,20 @@ def gsm8k_file(tmp_path):
 def test_tiny_pipeline_end_to_end_and_grpo_resume(tmp_path, gsm8k_file, monkeypatch):
     """Real stages on the tiny model: every artefact appears; a GRPO stage cut after its first checkpoint resumes
     there and trains only the missing step."""
-    grpo = {**TINY, **PROMPT, "dataset_name": gsm8k_file, "max_steps": 2, "num_generations": 2,
-            "per_device_train_batch_size": 4, "max_completion_length": 8, "save_steps": 1, "save_total_limit": 3,
-            "reward_funcs": ["accuracy", "format", "language_consistency"], "report_to": ["none"], "disable_tqdm": True}
+    grpo = {
+        **TINY,
+        **PROMPT,
+        "dataset_name": gsm8k_file,
+        "max_steps": 2,
+        "num_generations": 2,
+        "per_device_train_batch_size": 4,
+        "max_completion_length": 8,
+        "save_steps": 1,
+        "save_total_limit": 3,
+        "reward_funcs": ["accuracy", "format", "language_consistency"],
+        "report_to": ["none"],
+        "disable_tqdm": True,
+    }
     sft = {**TINY, **PROMPT, "max_steps": 1, "per_device_train_batch_size": 2, "max_length": 256, "logging_steps": 1}
     stages = [
         {"name": "data", "kind": "cold_start", "overrides": {"source_file": gsm8k_file, "min_reasoning_words": 5}},
@@ -162,16 +180,27 @@ def test_launcher_starts_sft_and_grpo_stages_as_commands(tmp_path):
     from grpo.r1.pipeline import launcher_runner
 
     fake = tmp_path / "fake_launch.py"
-    fake.write_text("import os, sys, json\nargs = sys.argv[1:]\n"
-                    "open(os.path.join(args[-1], 'argv.json'), 'w').write(json.dumps(args))\n"
-                    "os.makedirs(os.path.join(args[-1], 'model'), exist_ok=True)\n"
-                    "sys.exit(int(os.environ.get('FAIL', '0')))\n")
-    path = _pipeline(tmp_path, [{"name": "sft1", "kind": "sft", "overrides": {"dataset_name": "d.jsonl"}},
-                                {"name": "rl1", "kind": "grpo"}])
+    fake.write_text(
+        "import os, sys, json\nargs = sys.argv[1:]\n"
+        "open(os.path.join(args[-1], 'argv.json'), 'w').write(json.dumps(args))\n"
+        "os.makedirs(os.path.join(args[-1], 'model'), exist_ok=True)\n"
+        "sys.exit(int(os.environ.get('FAIL', '0')))\n"
+    )
+    path = _pipeline(
+        tmp_path,
+        [{"name": "sft1", "kind": "sft", "overrides": {"dataset_name": "d.jsonl"}}, {"name": "rl1", "kind": "grpo"}],
+    )
     assert run_pipeline(path, runner=launcher_runner(f"{sys.executable} {fake} --num_processes 8")) == ["sft1", "rl1"]
     folder = str(tmp_path / "run" / "rl1")
     assert json.load(open(os.path.join(folder, "argv.json"))) == [
-        "--num_processes", "8", "-m", "grpo.r1.pipeline", "grpo", os.path.join(folder, "stage.yaml"), folder]
+        "--num_processes",
+        "8",
+        "-m",
+        "grpo.r1.pipeline",
+        "grpo",
+        os.path.join(folder, "stage.yaml"),
+        folder,
+    ]
     os.environ["FAIL"] = "1"
     try:
         os.remove(os.path.join(folder, "DONE"))

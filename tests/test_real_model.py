@@ -34,8 +34,14 @@ def test_batched_left_padded_greedy_equals_one_at_a_time(smollm2):
     model, tokenizer = smollm2
     from grpo.samplers import SamplingConfig, build_sampler
 
-    rows = build_prompt_dataset(DataArguments(dataset_name="reasoning_gym:basic_arithmetic", dataset_size=8,
-                                              reasoning_gym_kwargs={"min_terms": 2, "max_terms": 3}), tokenizer).rows
+    rows = build_prompt_dataset(
+        DataArguments(
+            dataset_name="reasoning_gym:basic_arithmetic",
+            dataset_size=8,
+            reasoning_gym_kwargs={"min_terms": 2, "max_terms": 3},
+        ),
+        tokenizer,
+    ).rows
     rows = sorted(rows, key=lambda r: len(r["prompt_ids"]))
     short, long = rows[0], rows[-1]
     assert len(short["prompt_ids"]) < len(long["prompt_ids"])
@@ -43,7 +49,11 @@ def test_batched_left_padded_greedy_equals_one_at_a_time(smollm2):
     rollout = sampler.generate([short["prompt_ids"], long["prompt_ids"]], 1)
     for i, row in enumerate((short, long)):
         with torch.no_grad():
-            alone = model.generate(torch.tensor([row["prompt_ids"]]), max_new_tokens=24, do_sample=False,
-                                   pad_token_id=tokenizer.pad_token_id)
-        text = tokenizer.decode(alone[0, len(row["prompt_ids"]):], skip_special_tokens=True)
+            alone = model.generate(
+                torch.tensor([row["prompt_ids"]]),
+                max_new_tokens=24,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        text = tokenizer.decode(alone[0, len(row["prompt_ids"]) :], skip_special_tokens=True)
         assert rollout.completions[i] == text

@@ -8,7 +8,9 @@ import torch
 from grpo.r1.sample import SampleArguments, parse_sample_args, rejection_reasons, run_sample, select_completions
 from grpo.types import Rollout
 
-GOOD = "<think>\nNatalia sold 48 / 2 = 24 clips in May, so 48 + 24 = 72 clips in all.\n</think>\n<answer>\n72\n</answer>"
+GOOD = (
+    "<think>\nNatalia sold 48 / 2 = 24 clips in May, so 48 + 24 = 72 clips in all.\n</think>\n<answer>\n72\n</answer>"
+)
 # (completion, truncated, final verdict for prompt 1 with gold 72, K = 9, M = 2)
 CASES_72 = [
     (GOOD, False, None),
@@ -18,8 +20,11 @@ CASES_72 = [
     ("<think>\n我们 先 计算 五月 卖了 24 个 然后 48 加 24 clips\n</think>\n<answer>\n72\n</answer>", False, "language"),
     ("<think>\n" + "48 plus 24 is 72. " * 8 + "\n</think>\n<answer>\n72\n</answer>", False, "repetition"),
     (GOOD.replace("Natalia sold", "NATALIA  sold"), False, "duplicate"),  # case and whitespace differ only
-    ("<think>\nIn May she sold half of 48, which is 24. Together 48 + 24 = 72.\n</think>\n<answer>\n72\n</answer>",
-     False, None),
+    (
+        "<think>\nIn May she sold half of 48, which is 24. Together 48 + 24 = 72.\n</think>\n<answer>\n72\n</answer>",
+        False,
+        None,
+    ),
     ("<think>\nHalf of 48 is 24; adding April gives 72.\n</think>\n<answer>\n72\n</answer>", False, "over_limit"),
 ]
 CASES_10 = [  # prompt 2, gold 10: nothing acceptable
@@ -34,16 +39,18 @@ def test_reasons_of_a_fixed_set():
     first = rejection_reasons(list(texts), ["72"] * 9, list(flags), args)
     assert select_completions(list(texts), first, 2) == list(expected)
     # each filter is needed: relaxing it lets its case through
-    relaxed = rejection_reasons(list(texts), ["72"] * 9, list(flags),
-                                SampleArguments(min_language_consistency=0.0, max_repetition=1.0))
+    relaxed = rejection_reasons(
+        list(texts), ["72"] * 9, list(flags), SampleArguments(min_language_consistency=0.0, max_repetition=1.0)
+    )
     assert relaxed[4] is None and relaxed[5] is None
     assert select_completions(list(texts), first, 9)[-1] is None  # the cap, not a check, rejected the last one
-    assert rejection_reasons(["<think>\nsold 72\n</think> <answer> 72 </answer>"], ["72"], [False],
-                             SampleArguments(format_strict=False)) == [None]
+    assert rejection_reasons(
+        ["<think>\nsold 72\n</think> <answer> 72 </answer>"], ["72"], [False], SampleArguments(format_strict=False)
+    ) == [None]
 
 
 def test_think_prefilled_completions():
-    prefilled = GOOD[len("<think>\n"):]
+    prefilled = GOOD[len("<think>\n") :]
     args = SampleArguments()
     assert rejection_reasons([prefilled], ["72"], [False], args, think_prefilled=True) == [None]
     assert rejection_reasons([prefilled], ["72"], [False], args, think_prefilled=False) == ["format"]
@@ -61,21 +68,46 @@ class FixedSampler:
         n = len(rows)
         lengths = torch.tensor([len(text.split()) + 1 for text, _, _ in rows])
         mask = (torch.arange(int(lengths.max()))[None, :] < lengths[:, None]).long()
-        return Rollout(torch.zeros(n, 1, dtype=torch.long), torch.ones(n, 1, dtype=torch.long), mask.clone(), mask,
-                       torch.tensor([t for _, t, _ in rows]), [text for text, _, _ in rows])
+        return Rollout(
+            torch.zeros(n, 1, dtype=torch.long),
+            torch.ones(n, 1, dtype=torch.long),
+            mask.clone(),
+            mask,
+            torch.tensor([t for _, t, _ in rows]),
+            [text for text, _, _ in rows],
+        )
 
 
 def test_run_sample_writes_exactly_the_kept_completions(tmp_path, monkeypatch):
     data = tmp_path / "problems.jsonl"
-    data.write_text(json.dumps({"question": "Natalia sold clips ... April and May?", "answer": "#### 72", "source": "a"})
-                    + "\n" + json.dumps({"question": "Weng earns $12 an hour ...", "answer": "#### 10", "source": "b"}) + "\n")
+    data.write_text(
+        json.dumps({"question": "Natalia sold clips ... April and May?", "answer": "#### 72", "source": "a"})
+        + "\n"
+        + json.dumps({"question": "Weng earns $12 an hour ...", "answer": "#### 10", "source": "b"})
+        + "\n"
+    )
     import grpo.samplers
 
     monkeypatch.setattr(grpo.samplers, "build_run_sampler", lambda *a, **k: FixedSampler([CASES_72, CASES_10]))
     out = tmp_path / "out"
-    model_args, data_args, args, sample = parse_sample_args([
-        "--model_name_or_path", "tiny-random-llama", "--dataset_name", str(data), "--output_dir", str(out),
-        "--num_samples", "9", "--max_per_prompt", "2", "--num_generations", "2", "--per_device_train_batch_size", "2"])
+    model_args, data_args, args, sample = parse_sample_args(
+        [
+            "--model_name_or_path",
+            "tiny-random-llama",
+            "--dataset_name",
+            str(data),
+            "--output_dir",
+            str(out),
+            "--num_samples",
+            "9",
+            "--max_per_prompt",
+            "2",
+            "--num_generations",
+            "2",
+            "--per_device_train_batch_size",
+            "2",
+        ]
+    )
     path = run_sample(model_args, data_args, args, sample)
     rows = [json.loads(line) for line in open(path)]
     assert [r["completion"] for r in rows] == [CASES_72[0][0], CASES_72[7][0]]
@@ -84,8 +116,15 @@ def test_run_sample_writes_exactly_the_kept_completions(tmp_path, monkeypatch):
     stats = json.load(open(out / "stats.json"))["sources"]
     assert stats["a"]["accepted"] == 2 and stats["a"]["completions"] == 9
     assert stats["a"]["acceptance_rate"] == pytest.approx(2 / 9)
-    assert stats["a"]["rejected"] == {"incorrect": 1, "format": 1, "truncated": 1, "language": 1, "repetition": 1,
-                                      "duplicate": 1, "over_limit": 1}
+    assert stats["a"]["rejected"] == {
+        "incorrect": 1,
+        "format": 1,
+        "truncated": 1,
+        "language": 1,
+        "repetition": 1,
+        "duplicate": 1,
+        "over_limit": 1,
+    }
     assert stats["b"]["accepted"] == 0 and stats["b"]["prompts_with_accepted"] == 0
     assert stats["b"]["rejected"]["incorrect"] == 5 and stats["b"]["rejected"]["format"] == 4
     # every failed check is counted too: the empty truncated completion fails four of them

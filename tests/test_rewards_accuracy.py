@@ -124,10 +124,12 @@ def test_from_a_thread_gives_correct_results():
 
     def run():
         try:
-            out.append(accuracy_reward(
-                ["<answer>0.5</answer>", "\\boxed{(1, 2]}", "\\boxed{\\frac{1}{3}}"],
-                solution=["\\frac{1}{2}", "(1,2]", "0.5"],
-            ))
+            out.append(
+                accuracy_reward(
+                    ["<answer>0.5</answer>", "\\boxed{(1, 2]}", "\\boxed{\\frac{1}{3}}"],
+                    solution=["\\frac{1}{2}", "(1,2]", "0.5"],
+                )
+            )
         except Exception as e:  # pragma: no cover - reported below
             errors.append(e)
 
@@ -173,9 +175,14 @@ def test_pathological_input_in_a_thread_is_bounded_too():
     out = []
     # the pathological call has a 1 s limit; the ordinary one after it (default limit, so a loaded
     # machine cannot make it flaky) shows the killed helper was replaced
-    t = threading.Thread(target=lambda: out.extend([
-        accuracy_reward([POWER_TOWER], solution=["5"], timeout_seconds=1.0),
-        accuracy_reward(["<answer>\\frac{1}{2}</answer>"], solution=["0.5"])]))
+    t = threading.Thread(
+        target=lambda: out.extend(
+            [
+                accuracy_reward([POWER_TOWER], solution=["5"], timeout_seconds=1.0),
+                accuracy_reward(["<answer>\\frac{1}{2}</answer>"], solution=["0.5"]),
+            ]
+        )
+    )
     start = time.monotonic()
     t.start()
     t.join(30)
@@ -207,17 +214,20 @@ def test_timelimit_helper_death_and_setup_errors():
         timelimit.call("no_such_module_xyz", "f", (), 30)
 
 
-@pytest.mark.parametrize("answer,gold,expected", [
-    ("<answer>-6 + -9</answer>", "-15", 0.0),  # the question copied into the answer: a hack, not a result
-    ("<answer>2 * 4</answer>", "8", 0.0),
-    ("<answer>2 \\times 4</answer>", "8", 0.0),
-    ("<answer>3^2</answer>", "9", 0.0),
-    ("<answer>( -9 / 9 )</answer>", "-1", 0.0),
-    ("<answer>-15</answer>", "-15", 1.0),  # the result itself
-    ("<answer>1/2</answer>", "0.5", 1.0),  # a single fraction is a value
-    ("<answer>\\frac{1}{2}</answer>", "0.5", 1.0),
-    ("<answer>1,000</answer>", "1000", 1.0),
-    ("<answer>x = 3 + 4</answer>", "x = 7", 1.0),  # a symbolic gold keeps math-verify's equivalence
-])
+@pytest.mark.parametrize(
+    "answer,gold,expected",
+    [
+        ("<answer>-6 + -9</answer>", "-15", 0.0),  # the question copied into the answer: a hack, not a result
+        ("<answer>2 * 4</answer>", "8", 0.0),
+        ("<answer>2 \\times 4</answer>", "8", 0.0),
+        ("<answer>3^2</answer>", "9", 0.0),
+        ("<answer>( -9 / 9 )</answer>", "-1", 0.0),
+        ("<answer>-15</answer>", "-15", 1.0),  # the result itself
+        ("<answer>1/2</answer>", "0.5", 1.0),  # a single fraction is a value
+        ("<answer>\\frac{1}{2}</answer>", "0.5", 1.0),
+        ("<answer>1,000</answer>", "1000", 1.0),
+        ("<answer>x = 3 + 4</answer>", "x = 7", 1.0),  # a symbolic gold keeps math-verify's equivalence
+    ],
+)
 def test_unevaluated_arithmetic_is_not_an_answer(answer, gold, expected):
     assert accuracy_reward([answer], solution=[gold]) == [expected]

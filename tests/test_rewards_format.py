@@ -34,7 +34,7 @@ def test_format(completion, strict, lenient):
 
 
 def test_format_think_prefilled():
-    body = GOOD[len("<think>\n"):]
+    body = GOOD[len("<think>\n") :]
     assert format_reward([body]) == [0.0]
     assert format_reward([body], think_prefilled=True) == [1.0]
     assert format_reward([GOOD], think_prefilled=True) == [0.0]  # now two <think>

@@ -47,8 +47,9 @@ def test_cosine_custom_values_exceed_penalty_and_word_lengths():
     out = cosine_reward(["a b " + RIGHT, "a b " + WRONG], solution=["4", "4"], **kw)
     c = math.cos(3 * math.pi / 4)
     assert out == [pytest.approx(1.0 + 0.5 * (1 + c)), pytest.approx(0.0 + 0.5 * (-10.0) * (1 + c))]
-    out = cosine_reward([RIGHT, WRONG], solution=["4", "4"], completion_ids=[ids(4), ids(3)],
-                        exceed_length_penalty=-3.0, **kw)
+    out = cosine_reward(
+        [RIGHT, WRONG], solution=["4", "4"], completion_ids=[ids(4), ids(3)], exceed_length_penalty=-3.0, **kw
+    )
     assert out[0] == -3.0 and out[1] == pytest.approx(0.5 * (-10.0) * (1 + c))
 
 
@@ -84,8 +85,9 @@ def test_length_kimi_points():
     # group 2: all the same length -> 0 for everyone
     completions = [RIGHT, RIGHT, WRONG, WRONG, RIGHT, WRONG]
     lengths = [10, 20, 30, 50, 7, 7]
-    out = length_reward(completions[:4], solution=["4"] * 4, completion_ids=[ids(n) for n in lengths[:4]],
-                        num_generations=4)
+    out = length_reward(
+        completions[:4], solution=["4"] * 4, completion_ids=[ids(n) for n in lengths[:4]], num_generations=4
+    )
     assert out == [pytest.approx(0.5), pytest.approx(0.25), 0.0, pytest.approx(-0.5)]
     out = length_reward(completions, solution=["4"] * 6, completion_ids=[ids(n) for n in lengths], num_generations=2)
     # groups of 2: (10 R, 20 R) -> 0.5, -0.5 ; (30 W, 50 W) -> min(0, 0.5)=0, -0.5 ; (7, 7) -> 0, 0

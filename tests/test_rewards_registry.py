@@ -8,8 +8,15 @@ import rewards
 from rewards import REWARDS, get_reward_funcs, register_reward
 
 EXPECTED = {
-    "accuracy", "format", "tag_count", "language_consistency", "cosine",
-    "soft_overlong", "length", "repetition", "reasoning_gym",
+    "accuracy",
+    "format",
+    "tag_count",
+    "language_consistency",
+    "cosine",
+    "soft_overlong",
+    "length",
+    "repetition",
+    "reasoning_gym",
 }
 GOOD = "<think>\nadd them\n</think>\n<answer>\n4\n</answer>"
 LENIENT_ONLY = "<think>add them</think> <answer>4</answer>"
@@ -27,10 +34,21 @@ def test_all_names_registered():
 
 
 def test_exports():
-    for attr in ("register_reward", "get_reward_funcs", "REWARDS", "accuracy_reward", "format_reward",
-                 "detect_think_prefill", "cosine_reward", "soft_overlong_reward", "length_reward",
-                 "repetition_reward", "reasoning_gym_reward", "language_consistency_reward",
-                 "tag_count_reward"):
+    for attr in (
+        "register_reward",
+        "get_reward_funcs",
+        "REWARDS",
+        "accuracy_reward",
+        "format_reward",
+        "detect_think_prefill",
+        "cosine_reward",
+        "soft_overlong_reward",
+        "length_reward",
+        "repetition_reward",
+        "reasoning_gym_reward",
+        "language_consistency_reward",
+        "tag_count_reward",
+    ):
         assert hasattr(rewards, attr), attr
     assert REWARDS["accuracy"] is rewards.accuracy_reward
     assert REWARDS["format"] is rewards.format_reward
@@ -42,6 +60,7 @@ def test_duplicate_name_raises(scratch_name):
         return [0.0] * len(completions)
 
     with pytest.raises(ValueError, match="already registered"):
+
         @register_reward(scratch_name)
         def second(completions, **kwargs):
             return [1.0] * len(completions)

@@ -23,12 +23,15 @@ def table_row(out: str, name: str) -> list[str]:
 
 
 def test_scores_and_prints_table(tmp_path, capsys):
-    path = write_jsonl(tmp_path / "a.jsonl", [
-        {"completion": GOOD, "solution": "4"},
-        {"completion": "<answer>5</answer>", "solution": "4"},
-        "",
-        {"completion": GOOD, "solution": ""},  # unparseable gold -> None
-    ])
+    path = write_jsonl(
+        tmp_path / "a.jsonl",
+        [
+            {"completion": GOOD, "solution": "4"},
+            {"completion": "<answer>5</answer>", "solution": "4"},
+            "",
+            {"completion": GOOD, "solution": ""},  # unparseable gold -> None
+        ],
+    )
     assert main([path, "--rewards", "accuracy,format"]) == 0
     out = capsys.readouterr().out
     assert "3 rows" in out
@@ -39,12 +42,22 @@ def test_scores_and_prints_table(tmp_path, capsys):
 
 
 def test_reward_kwargs_are_bound(tmp_path, capsys):
-    path = write_jsonl(tmp_path / "k.jsonl", [
-        {"completion": "<answer>4</answer>", "solution": "4", "completion_ids": [1, 2]},
-        {"completion": "<answer>4</answer>", "solution": "4", "completion_ids": [1, 2, 3, 4]},
-    ])
-    rc = main([path, "--rewards", "format,length",
-               "--reward_kwargs", json.dumps({"format": {"strict": False}, "length": {"num_generations": 2}})])
+    path = write_jsonl(
+        tmp_path / "k.jsonl",
+        [
+            {"completion": "<answer>4</answer>", "solution": "4", "completion_ids": [1, 2]},
+            {"completion": "<answer>4</answer>", "solution": "4", "completion_ids": [1, 2, 3, 4]},
+        ],
+    )
+    rc = main(
+        [
+            path,
+            "--rewards",
+            "format,length",
+            "--reward_kwargs",
+            json.dumps({"format": {"strict": False}, "length": {"num_generations": 2}}),
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out
     assert table_row(out, "length")[1:5] == ["0.0000", "0.5000", "-0.5000", "0.5000"]

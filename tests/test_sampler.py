@@ -29,8 +29,9 @@ def test_hf_sampler_groups_and_flags(tiny_model, tokenizer):
         assert real == prompts[row // 3]
     lengths = rollout.completion_mask.sum(1)
     assert torch.equal(rollout.truncated, lengths == 6)  # random tiny model: EOS is rare, lengths hit the cap
-    assert rollout.completions[0] == tokenizer.decode(rollout.completion_ids[0][rollout.completion_mask[0].bool()],
-                                                      skip_special_tokens=True)
+    assert rollout.completions[0] == tokenizer.decode(
+        rollout.completion_ids[0][rollout.completion_mask[0].bool()], skip_special_tokens=True
+    )
 
 
 def test_greedy_is_deterministic_and_model_defaults_do_not_leak(tiny_model, tokenizer):

@@ -9,9 +9,9 @@ recomputed with a forward pass.
 import pytest
 import torch
 
+from grpo.algo.loss import policy_loss
 from grpo.config import parse_config
 from grpo.logprobs import completion_logprobs, completion_logprobs_shared_prompts, prompt_groups
-from grpo.algo.loss import policy_loss
 from grpo.samplers.base import SamplingConfig
 from grpo.samplers.decode import sample_groups
 from grpo.trainer import GRPOTrainer
@@ -41,8 +41,14 @@ def plain_logprobs_over(trainer, batch, model):
     for start in range(0, len(batch), size):
         rows = slice(start, start + size)
         with trainer._reference_context(model) as m, torch.no_grad():
-            lp, _ = completion_logprobs(m, batch.prompt_ids[rows], batch.prompt_mask[rows], batch.completion_ids[rows],
-                                        batch.completion_mask[rows], trainer.args.temperature)
+            lp, _ = completion_logprobs(
+                m,
+                batch.prompt_ids[rows],
+                batch.prompt_mask[rows],
+                batch.completion_ids[rows],
+                batch.completion_mask[rows],
+                trainer.args.temperature,
+            )
         parts.append(lp)
     return torch.cat(parts)
 
@@ -55,16 +61,34 @@ def plain_step(trainer, minibatch):
     for micro in minibatch.split(args.per_device_train_batch_size):
         with acc.accumulate(trainer.policy):
             logprobs, entropy = completion_logprobs(
-                trainer.policy, micro.prompt_ids, micro.prompt_mask, micro.completion_ids, micro.completion_mask,
-                args.temperature, with_entropy=True)
+                trainer.policy,
+                micro.prompt_ids,
+                micro.prompt_mask,
+                micro.completion_ids,
+                micro.completion_mask,
+                args.temperature,
+                with_entropy=True,
+            )
             assert entropy.requires_grad
             loss, _ = policy_loss(
-                logprobs, micro.old_logprobs, micro.advantages, micro.completion_mask,
-                loss_type=args.loss_type, epsilon_low=args.epsilon_low, epsilon_high=args.epsilon_high,
-                delta=args.delta, ref_logprobs=micro.ref_logprobs, beta=args.beta, kl_estimator=args.kl_estimator,
-                max_completion_length=args.max_completion_length, num_sequences=len(minibatch),
-                num_tokens=num_tokens, entropies=entropy, entropy_coef=args.entropy_coef,
-                top_entropy_quantile=args.top_entropy_quantile)
+                logprobs,
+                micro.old_logprobs,
+                micro.advantages,
+                micro.completion_mask,
+                loss_type=args.loss_type,
+                epsilon_low=args.epsilon_low,
+                epsilon_high=args.epsilon_high,
+                delta=args.delta,
+                ref_logprobs=micro.ref_logprobs,
+                beta=args.beta,
+                kl_estimator=args.kl_estimator,
+                max_completion_length=args.max_completion_length,
+                num_sequences=len(minibatch),
+                num_tokens=num_tokens,
+                entropies=entropy,
+                entropy_coef=args.entropy_coef,
+                top_entropy_quantile=args.top_entropy_quantile,
+            )
             acc.backward(loss * args.gradient_accumulation_steps)
             total += float(loss.detach())
     return total, grads_and_clear(trainer)
@@ -89,12 +113,15 @@ def optimised_step(trainer, minibatch):
     return stats["loss"], captured
 
 
-@pytest.mark.parametrize("flags", [
-    [],  # entropy only a metric: computed without autograd now
-    ["--top_entropy_quantile", "0.5"],  # the quantile mask uses detached entropies
-    ["--entropy_coef", "0.05"],  # the bonus needs the entropy gradient: kept
-    ["--loss_type", "dapo", "--num_iterations", "2", "--use_peft", "true", "--lora_r", "4"],
-])
+@pytest.mark.parametrize(
+    "flags",
+    [
+        [],  # entropy only a metric: computed without autograd now
+        ["--top_entropy_quantile", "0.5"],  # the quantile mask uses detached entropies
+        ["--entropy_coef", "0.05"],  # the bonus needs the entropy gradient: kept
+        ["--loss_type", "dapo", "--num_iterations", "2", "--use_peft", "true", "--lora_r", "4"],
+    ],
+)
 def test_optimised_step_equals_plain_step(tmp_path, flags):
     trainer = make_trainer(tmp_path, *flags)
     assert trainer.logprob_fn is completion_logprobs_shared_prompts
@@ -123,8 +150,15 @@ def test_optimised_step_equals_plain_step(tmp_path, flags):
     print("loss", got_loss, want_loss, "worst relative gradient difference", worst)
     assert worst < 1e-4  # float32 rounding: the shared-prompt forward sums in another order
     if trainer.args.num_iterations > 1:  # and with the recomputed old log-probs the loss is the same to 1e-5
-        recomputed = TrainBatch(batch.prompt_ids, batch.prompt_mask, batch.completion_ids, batch.completion_mask,
-                                advantages, plain_logprobs_over(trainer, plain, trainer.policy), batch.ref_logprobs)
+        recomputed = TrainBatch(
+            batch.prompt_ids,
+            batch.prompt_mask,
+            batch.completion_ids,
+            batch.completion_mask,
+            advantages,
+            plain_logprobs_over(trainer, plain, trainer.policy),
+            batch.ref_logprobs,
+        )
         loss_recomputed, _ = plain_step(trainer, recomputed)
         assert loss_recomputed == pytest.approx(want_loss, abs=1e-5)
 

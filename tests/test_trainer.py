@@ -12,9 +12,24 @@ from grpo.trainer import GRPOTrainer
 from tests.conftest import SMOKE_RECIPE
 
 REQUIRED_METRICS = [
-    "step", "reward", "reward_std", "completion_length/mean", "completion_length/min", "completion_length/max",
-    "completion_length/correct_mean", "completion_length/incorrect_mean", "truncated_frac", "zero_std_frac", "kl",
-    "entropy", "clip_frac/low", "clip_frac/high", "grad_norm", "lr", "sample_tokens_per_s", "step_time_s",
+    "step",
+    "reward",
+    "reward_std",
+    "completion_length/mean",
+    "completion_length/min",
+    "completion_length/max",
+    "completion_length/correct_mean",
+    "completion_length/incorrect_mean",
+    "truncated_frac",
+    "zero_std_frac",
+    "kl",
+    "entropy",
+    "clip_frac/low",
+    "clip_frac/high",
+    "grad_norm",
+    "lr",
+    "sample_tokens_per_s",
+    "step_time_s",
     "reflection_rate",
 ]
 
@@ -65,7 +80,9 @@ def test_two_steps_move_every_parameter_and_log_every_field(tmp_path):
 
 
 def test_lora_reference_is_the_adapter_free_base(tmp_path):
-    trainer = make_trainer(tmp_path, "--use_peft", "true", "--lora_r", "4", "--learning_rate", "5e-2", "--max_steps", "2")
+    trainer = make_trainer(
+        tmp_path, "--use_peft", "true", "--lora_r", "4", "--learning_rate", "5e-2", "--max_steps", "2"
+    )
     assert trainer.ref_model is None  # no second copy of the weights
     names = set(trainable(trainer))
     assert names and all("lora_" in n for n in names)
@@ -145,8 +162,9 @@ def half_constant(completions, solution, **kwargs):
 
 
 def test_dynamic_sampling_fills_the_batch_with_informative_groups(tmp_path):
-    trainer = make_trainer(tmp_path, "--dynamic_sampling", "true", "--max_generation_rounds", "8",
-                           "--max_steps", "2", reward=False)
+    trainer = make_trainer(
+        tmp_path, "--dynamic_sampling", "true", "--max_generation_rounds", "8", "--max_steps", "2", reward=False
+    )
     trainer.reward_funcs, trainer.reward_names, trainer.reward_weights = [half_constant], ["half"], torch.ones(1)
     drawn_before = trainer.prompts.batches_drawn
     rows, rollout, per_func, rewards = trainer.sample_and_score()
@@ -182,12 +200,26 @@ def test_dynamic_sampling_cap_tops_up_and_counts(tmp_path):
     rows, rollout, _, rewards = trainer.sample_and_score()
     b = trainer.args.prompts_per_rollout
     assert len(rows) == b and trainer.sampling_stats == {
-        "dynamic_sampling/rounds": 2, "dynamic_sampling/dropped_groups": 2 * b, "dynamic_sampling/filled_groups": b}
+        "dynamic_sampling/rounds": 2,
+        "dynamic_sampling/dropped_groups": 2 * b,
+        "dynamic_sampling/filled_groups": b,
+    }
 
 
 def test_multiple_iterations_use_old_logprobs_once(tmp_path):
-    trainer = make_trainer(tmp_path, "--num_iterations", "2", "--steps_per_generation", "2",
-                           "--gradient_accumulation_steps", "1", "--max_steps", "4", "--learning_rate", "1e-2")
+    trainer = make_trainer(
+        tmp_path,
+        "--num_iterations",
+        "2",
+        "--steps_per_generation",
+        "2",
+        "--gradient_accumulation_steps",
+        "1",
+        "--max_steps",
+        "4",
+        "--learning_rate",
+        "1e-2",
+    )
     calls = []
     original = trainer._logprobs_over
     trainer._logprobs_over = lambda batch, model: calls.append(model) or original(batch, model)
@@ -226,8 +258,19 @@ def test_trained_problems_replays_exactly_what_training_drew(tmp_path):
 def test_evaluation_during_training_is_logged(tmp_path):
     bench = tmp_path / "mini.jsonl"
     bench.write_text('{"question": "What is 2 + 2?", "answer": "4"}\n{"question": "What is 3 + 4?", "answer": "7"}\n')
-    trainer = make_trainer(tmp_path / "run", "--max_steps", "2", "--eval_steps", "2", "--eval_benchmarks", str(bench),
-                           "--eval_limit", "2", "--eval_num_samples", "2")
+    trainer = make_trainer(
+        tmp_path / "run",
+        "--max_steps",
+        "2",
+        "--eval_steps",
+        "2",
+        "--eval_benchmarks",
+        str(bench),
+        "--eval_limit",
+        "2",
+        "--eval_num_samples",
+        "2",
+    )
     trainer.train()
     first, second = read_metrics(tmp_path / "run")
     assert not any(k.startswith("eval/") for k in first)  # step 1: not an eval step

@@ -45,7 +45,7 @@ def _policy_scores(policy, prompts, completions):
     comp, comp_mask = comp.flip(1), comp_mask.flip(1)
     with torch.no_grad():
         lp, _ = completion_logprobs(policy, ids, mask, comp, comp_mask, 1.0)
-    return [lp[i, :len(c)] for i, c in enumerate(completions)]
+    return [lp[i, : len(c)] for i, c in enumerate(completions)]
 
 
 def _gap(sampler, policy, prompts, completions) -> float:
@@ -72,15 +72,16 @@ def test_rollout_logprobs_and_layout(sampler, tok):
     rollout = sampler.generate(prompts, 4)
     n, t = rollout.completion_ids.shape
     assert n == 12 and t <= 12 and rollout.prompt_ids.shape[0] == 12
-    assert torch.equal(rollout.prompt_ids[4:8][:, -len(prompts[1]):], torch.tensor([prompts[1]] * 4))  # group b
+    assert torch.equal(rollout.prompt_ids[4:8][:, -len(prompts[1]) :], torch.tensor([prompts[1]] * 4))  # group b
     lengths = rollout.completion_mask.sum(1)
     assert torch.equal(rollout.truncated, lengths == 12)  # random weights rarely hit EOS: truncated = at the cap
     with torch.no_grad():
-        lp, _ = completion_logprobs(sampler.model, rollout.prompt_ids, rollout.prompt_mask, rollout.completion_ids,
-                                    rollout.completion_mask, 1.0)
+        lp, _ = completion_logprobs(
+            sampler.model, rollout.prompt_ids, rollout.prompt_mask, rollout.completion_ids, rollout.completion_mask, 1.0
+        )
     m = rollout.completion_mask.bool()
     assert float((lp - rollout.sampler_logprobs)[m].abs().max()) < TOL
-    assert rollout.completions[0] == tok.decode(rollout.completion_ids[0, :lengths[0]], skip_special_tokens=True)
+    assert rollout.completions[0] == tok.decode(rollout.completion_ids[0, : lengths[0]], skip_special_tokens=True)
 
 
 def test_with_config_shares_the_engine_and_stops_like_the_hf_sampler(sampler, tok):
@@ -94,13 +95,13 @@ def test_with_config_shares_the_engine_and_stops_like_the_hf_sampler(sampler, to
     greedy = sampler.with_config(replace(sampler.config, temperature=0.0))
     assert greedy.engine is sampler.engine
     full = greedy.generate(prompts, 1)
-    ids = full.completion_ids[0, :int(full.completion_mask[0].sum())].tolist()
+    ids = full.completion_ids[0, : int(full.completion_mask[0].sum())].tolist()
     text = tok.decode(ids, skip_special_tokens=True)
-    stop = text[len(text) // 2:len(text) // 2 + 3]
+    stop = text[len(text) // 2 : len(text) // 2 + 3]
     stopped = greedy.with_config(replace(greedy.config, stop=(stop,))).generate(prompts, 1)
     want = first_stop_end(tok, ids, (stop,))
     assert want is not None and want < len(ids)
-    assert stopped.completion_ids[0, :int(stopped.completion_mask[0].sum())].tolist() == ids[:want]
+    assert stopped.completion_ids[0, : int(stopped.completion_mask[0].sum())].tolist() == ids[:want]
     assert not bool(stopped.truncated[0])
 
 
@@ -109,8 +110,10 @@ def test_sync_after_a_training_step_matches_the_policy(sampler, tok, use_peft):
     policy = load_policy(ModelArguments(model_name_or_path=TINY_HD32, use_peft=use_peft, lora_r=4, lora_alpha=8))
     sampler.sync_weights(policy)  # the fresh policy (LoRA: B = 0, the base weights)
     prompts = _prompts(tok)
-    completions = [r[m.bool()].tolist() for r, m in zip(*(lambda r: (r.completion_ids, r.completion_mask))(
-        sampler.generate(prompts, 1)))]
+    completions = [
+        r[m.bool()].tolist()
+        for r, m in zip(*(lambda r: (r.completion_ids, r.completion_mask))(sampler.generate(prompts, 1)))
+    ]
     assert _gap(sampler, policy, prompts, completions) < TOL
     _train_step(policy, tok, prompts, completions)
     stale = _gap(sampler, policy, prompts, completions)
@@ -124,8 +127,24 @@ def test_trainer_runs_with_vllm_sampler_and_logs_mismatch(tmp_path):
     recipe = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes", "tiny", "smoke.yaml")
     from grpo.trainer import GRPOTrainer
 
-    flags = ["--model_name_or_path", TINY_HD32, "--sampler", "vllm", "--output_dir", str(tmp_path), "--max_steps", "2",
-             "--tis_cap", "2.0", "--vllm_enforce_eager", "true", "--vllm_kv_cache_gb", "0.25", "--save_steps", "0"]
+    flags = [
+        "--model_name_or_path",
+        TINY_HD32,
+        "--sampler",
+        "vllm",
+        "--output_dir",
+        str(tmp_path),
+        "--max_steps",
+        "2",
+        "--tis_cap",
+        "2.0",
+        "--vllm_enforce_eager",
+        "true",
+        "--vllm_kv_cache_gb",
+        "0.25",
+        "--save_steps",
+        "0",
+    ]
     trainer = GRPOTrainer(*parse_config([recipe, *flags]))
     trainer.train()
     records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
@@ -136,6 +155,12 @@ def test_trainer_runs_with_vllm_sampler_and_logs_mismatch(tmp_path):
         assert r["tis/weight_mean"] == pytest.approx(1.0, abs=1e-3)
     # after the last step the engine serves the trained weights
     rollout = trainer.sampler.generate([trainer.dataset.rows[0]["prompt_ids"]], 2)
-    lp, _ = completion_logprobs(trainer.unwrapped_policy, rollout.prompt_ids, rollout.prompt_mask,
-                                rollout.completion_ids, rollout.completion_mask, 1.0)
+    lp, _ = completion_logprobs(
+        trainer.unwrapped_policy,
+        rollout.prompt_ids,
+        rollout.prompt_mask,
+        rollout.completion_ids,
+        rollout.completion_mask,
+        1.0,
+    )
     assert float((lp - rollout.sampler_logprobs)[rollout.completion_mask.bool()].abs().max()) < TOL

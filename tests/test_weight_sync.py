@@ -11,7 +11,10 @@ from grpo.samplers.weight_sync import _buckets, _units, policy_weights, vllm_nam
 
 
 def test_vllm_name_maps_peft_names_to_plain_ones():
-    assert vllm_name("base_model.model.model.layers.0.mlp.up_proj.base_layer.weight") == "model.layers.0.mlp.up_proj.weight"
+    assert (
+        vllm_name("base_model.model.model.layers.0.mlp.up_proj.base_layer.weight")
+        == "model.layers.0.mlp.up_proj.weight"
+    )
     assert vllm_name("base_model.model.lm_head.modules_to_save.default.weight") == "lm_head.weight"
     assert vllm_name("base_model.model.model.norm.weight") == "model.norm.weight"
     assert vllm_name("model.layers.1.self_attn.o_proj.weight") == "model.layers.1.self_attn.o_proj.weight"

@@ -168,8 +168,13 @@ def _high_entropy_tokens(entropies: Tensor, mask: Tensor, top_entropy_quantile: 
 
 @torch.no_grad()
 def _metrics(
-    ratio: Tensor, advantages: Tensor, mask: Tensor, epsilon_low: float, epsilon_high: float,
-    kl: Tensor | None, entropies: Tensor | None,
+    ratio: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    epsilon_low: float,
+    epsilon_high: float,
+    kl: Tensor | None,
+    entropies: Tensor | None,
 ) -> dict[str, float]:
     """Masked token means over this call: kl, clip fractions, mean ratio, entropy (one host sync)."""
     count = mask.sum().clamp(min=1)  # []
@@ -190,9 +195,21 @@ def _at_least_one(count: float | Tensor) -> float | Tensor:
 
 # --- Public entry point
 def _check(
-    logprobs: Tensor, advantages: Tensor, completion_mask: Tensor, others: dict[str, Tensor | None],
-    counts: dict[str, float | Tensor | None], *, loss_type: str, kl_estimator: str, beta: float, ref_given: bool,
-    epsilon_low: float, epsilon_high: float, delta: float | None, entropy_coef: float, top_entropy_quantile: float,
+    logprobs: Tensor,
+    advantages: Tensor,
+    completion_mask: Tensor,
+    others: dict[str, Tensor | None],
+    counts: dict[str, float | Tensor | None],
+    *,
+    loss_type: str,
+    kl_estimator: str,
+    beta: float,
+    ref_given: bool,
+    epsilon_low: float,
+    epsilon_high: float,
+    delta: float | None,
+    entropy_coef: float,
+    top_entropy_quantile: float,
 ) -> Tensor:
     """Validate arguments (ValueError) and return the completion mask as bool [N, T]."""
     if loss_type not in LOSS_TYPES:
@@ -300,12 +317,24 @@ def policy_loss(
     if tis_cap < 0 or (tis_cap > 0 and sampler_logprobs is None):
         raise ValueError(f"tis_cap={tis_cap} needs tis_cap >= 0, and sampler_logprobs when tis_cap > 0")
     mask = _check(
-        logprobs, advantages, completion_mask,
-        {"old_logprobs": old_logprobs, "ref_logprobs": ref_logprobs, "entropies": entropies,
-         "sampler_logprobs": sampler_logprobs},
+        logprobs,
+        advantages,
+        completion_mask,
+        {
+            "old_logprobs": old_logprobs,
+            "ref_logprobs": ref_logprobs,
+            "entropies": entropies,
+            "sampler_logprobs": sampler_logprobs,
+        },
         {"num_sequences": num_sequences, "num_tokens": num_tokens, "max_completion_length": max_completion_length},
-        loss_type=loss_type, kl_estimator=kl_estimator, beta=beta, ref_given=ref_logprobs is not None,
-        epsilon_low=epsilon_low, epsilon_high=epsilon_high, delta=delta, entropy_coef=entropy_coef,
+        loss_type=loss_type,
+        kl_estimator=kl_estimator,
+        beta=beta,
+        ref_given=ref_logprobs is not None,
+        epsilon_low=epsilon_low,
+        epsilon_high=epsilon_high,
+        delta=delta,
+        entropy_coef=entropy_coef,
         top_entropy_quantile=top_entropy_quantile,
     )  # [N, T] bool
     spec = LOSS_TYPES[loss_type]

@@ -43,8 +43,9 @@ def mismatch_sums(trainer_logprobs: Tensor, sampler_logprobs: Tensor, mask: Tens
 
 
 @torch.no_grad()
-def tis_weights(trainer_logprobs: Tensor, sampler_logprobs: Tensor, mask: Tensor, cap: float,
-                level: str = "token") -> Tensor:
+def tis_weights(
+    trainer_logprobs: Tensor, sampler_logprobs: Tensor, mask: Tensor, cap: float, level: str = "token"
+) -> Tensor:
     """Truncated importance weights ``[N, T]`` (no gradient; 0 on masked-out tokens).
 
     Yao et al. 2025 (TIS): ``w_t = min(pi_old(y_t) / pi_sampler(y_t), C)`` for ``level="token"``; for
@@ -81,5 +82,7 @@ def _wide(x: Tensor) -> Tensor:
 
 def _check_shapes(trainer_logprobs: Tensor, sampler_logprobs: Tensor, mask: Tensor) -> None:
     if trainer_logprobs.shape != sampler_logprobs.shape or mask.shape != trainer_logprobs.shape:
-        raise ValueError(f"trainer_logprobs {tuple(trainer_logprobs.shape)}, sampler_logprobs "
-                         f"{tuple(sampler_logprobs.shape)} and mask {tuple(mask.shape)} must have one shape [N, T]")
+        raise ValueError(
+            f"trainer_logprobs {tuple(trainer_logprobs.shape)}, sampler_logprobs "
+            f"{tuple(sampler_logprobs.shape)} and mask {tuple(mask.shape)} must have one shape [N, T]"
+        )

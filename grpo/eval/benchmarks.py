@@ -56,7 +56,7 @@ class Benchmark:
     level_field: str | None = None
     reward: str = "accuracy"
     source: str = ""
-    loader: Callable[["Benchmark", str | None], list[dict[str, Any]]] = load_local_or_hub
+    loader: Callable[[Benchmark, str | None], list[dict[str, Any]]] = load_local_or_hub
 
 
 BENCHMARKS: dict[str, Benchmark] = {}
@@ -70,15 +70,51 @@ def register_benchmark(benchmark: Benchmark) -> Benchmark:
     return benchmark
 
 
-register_benchmark(Benchmark("gsm8k", "gsm8k/test.jsonl", ("openai/gsm8k", "main", "test"), ("question",), "answer",
-                             "gsm8k", source="Cobbe et al. 2021, GSM8K test split (1319 problems)"))
-register_benchmark(Benchmark("math500", "math500/test.jsonl", ("HuggingFaceH4/MATH-500", None, "test"), ("problem",),
-                             "answer", "math", level_field="level",
-                             source="Lightman et al. 2023, MATH-500 subset of the MATH test set (Hendrycks et al. 2021)"))
-register_benchmark(Benchmark("aime24", "aime24/test.jsonl", ("HuggingFaceH4/aime_2024", None, "train"),
-                             ("problem", "question"), "answer", "raw", source="AIME 2024 I and II (30 problems)"))
-register_benchmark(Benchmark("amc23", "amc23/test.jsonl", ("math-ai/amc23", None, "test"), ("problem", "question"),
-                             "answer", "raw", source="AMC 2023 (40 problems)"))
+register_benchmark(
+    Benchmark(
+        "gsm8k",
+        "gsm8k/test.jsonl",
+        ("openai/gsm8k", "main", "test"),
+        ("question",),
+        "answer",
+        "gsm8k",
+        source="Cobbe et al. 2021, GSM8K test split (1319 problems)",
+    )
+)
+register_benchmark(
+    Benchmark(
+        "math500",
+        "math500/test.jsonl",
+        ("HuggingFaceH4/MATH-500", None, "test"),
+        ("problem",),
+        "answer",
+        "math",
+        level_field="level",
+        source="Lightman et al. 2023, MATH-500 subset of the MATH test set (Hendrycks et al. 2021)",
+    )
+)
+register_benchmark(
+    Benchmark(
+        "aime24",
+        "aime24/test.jsonl",
+        ("HuggingFaceH4/aime_2024", None, "train"),
+        ("problem", "question"),
+        "answer",
+        "raw",
+        source="AIME 2024 I and II (30 problems)",
+    )
+)
+register_benchmark(
+    Benchmark(
+        "amc23",
+        "amc23/test.jsonl",
+        ("math-ai/amc23", None, "test"),
+        ("problem", "question"),
+        "answer",
+        "raw",
+        source="AMC 2023 (40 problems)",
+    )
+)
 
 
 def resolve_benchmark(name: str) -> Benchmark:
@@ -91,8 +127,9 @@ def resolve_benchmark(name: str) -> Benchmark:
         if not os.path.isfile(name):
             raise FileNotFoundError(f"benchmark file not found: {name}")
         stem = os.path.splitext(os.path.basename(name))[0]
-        return Benchmark(stem, os.path.abspath(name), ("", None, ""), ("question", "problem", "prompt"), "answer",
-                         source=name)
+        return Benchmark(
+            stem, os.path.abspath(name), ("", None, ""), ("question", "problem", "prompt"), "answer", source=name
+        )
     raise ValueError(f"unknown benchmark {name!r}; registered: {sorted(BENCHMARKS)} (or give a .jsonl file)")
 
 
@@ -101,7 +138,9 @@ def default_data_dir() -> str | None:
     return DEFAULT_DATA_DIR if os.path.isdir(DEFAULT_DATA_DIR) else None
 
 
-def _select(benchmark: Benchmark, raw: list[dict], limit: int | None, levels: list[int] | None) -> list[tuple[int, dict]]:
+def _select(
+    benchmark: Benchmark, raw: list[dict], limit: int | None, levels: list[int] | None
+) -> list[tuple[int, dict]]:
     """``(index in the file, row)`` after the level filter, then the first ``limit`` rows."""
     pairs = list(enumerate(raw))
     if levels and benchmark.level_field:
@@ -110,8 +149,15 @@ def _select(benchmark: Benchmark, raw: list[dict], limit: int | None, levels: li
     return pairs[:limit] if limit is not None else pairs
 
 
-def benchmark_rows(name: str, tokenizer, data_args: DataArguments, *, data_dir: str | None = None,
-                   limit: int | None = None, levels: list[int] | None = None) -> list[dict[str, Any]]:
+def benchmark_rows(
+    name: str,
+    tokenizer,
+    data_args: DataArguments,
+    *,
+    data_dir: str | None = None,
+    limit: int | None = None,
+    levels: list[int] | None = None,
+) -> list[dict[str, Any]]:
     """Rendered, tokenised rows of one benchmark with the training prompt template of ``data_args``
     (``prompt_template``, ``system_prompt``, ``instruction``, ``think_prefill``). No prompt is dropped for
     length. ``levels`` filters benchmarks with a ``level_field`` and is ignored by the others.
@@ -125,25 +171,49 @@ def benchmark_rows(name: str, tokenizer, data_args: DataArguments, *, data_dir: 
         field = next((f for f in benchmark.problem_fields if f in row), None)
         gold_field = benchmark.gold_field if benchmark.gold_field in row else "solution"
         if field is None or gold_field not in row:
-            raise ValueError(f"{benchmark.name}, row {index}: needs one of {list(benchmark.problem_fields)} and "
-                             f"{benchmark.gold_field!r}; fields are {sorted(row)}")
+            raise ValueError(
+                f"{benchmark.name}, row {index}: needs one of {list(benchmark.problem_fields)} and "
+                f"{benchmark.gold_field!r}; fields are {sorted(row)}"
+            )
         try:
             gold = extract_gold(row[gold_field], benchmark.answer_format)
         except ValueError as err:
             raise ValueError(f"{benchmark.name}, row {index}: cannot read the gold answer: {err}") from err
         problem = str(row[field])
-        prompt = render_prompt(problem, tokenizer, data_args.prompt_template, data_args.system_prompt,
-                               data_args.instruction, data_args.think_prefill)
+        prompt = render_prompt(
+            problem,
+            tokenizer,
+            data_args.prompt_template,
+            data_args.system_prompt,
+            data_args.instruction,
+            data_args.think_prefill,
+        )
         extra = {k: v for k, v in row.items() if k not in LONG_FIELDS and isinstance(v, (str, int, float, bool))}
-        rows.append({**extra, "benchmark": benchmark.name, "index": index, "problem": problem, "solution": gold,
-                     "prompt": prompt, "prompt_ids": tokenizer(prompt, add_special_tokens=False)["input_ids"]})
+        rows.append(
+            {
+                **extra,
+                "benchmark": benchmark.name,
+                "index": index,
+                "problem": problem,
+                "solution": gold,
+                "prompt": prompt,
+                "prompt_ids": tokenizer(prompt, add_special_tokens=False)["input_ids"],
+            }
+        )
     if not rows:
         raise ValueError(f"{benchmark.name}: no problems left (limit={limit}, levels={levels})")
     return rows
 
 
-def load_benchmarks(names: list[str], tokenizer, data_args: DataArguments, *, data_dir: str | None = None,
-                    limit: int | None = None, levels: list[int] | None = None) -> dict[str, list[dict[str, Any]]]:
+def load_benchmarks(
+    names: list[str],
+    tokenizer,
+    data_args: DataArguments,
+    *,
+    data_dir: str | None = None,
+    limit: int | None = None,
+    levels: list[int] | None = None,
+) -> dict[str, list[dict[str, Any]]]:
     """``{benchmark name: rows}`` for :func:`benchmark_rows` of each name (e.g. a held-out slice for
     evaluation during training: ``limit=eval_limit``). ``data_dir=None`` uses :func:`default_data_dir`."""
     data_dir = data_dir or default_data_dir()
@@ -152,4 +222,3 @@ def load_benchmarks(names: list[str], tokenizer, data_args: DataArguments, *, da
         rows = benchmark_rows(name, tokenizer, data_args, data_dir=data_dir, limit=limit, levels=levels)
         out[rows[0]["benchmark"]] = rows
     return out
-

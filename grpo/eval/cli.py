@@ -21,11 +21,11 @@ from dataclasses import asdict, replace
 
 import torch
 
-from grpo.eval.runner import EvalSettings, run_benchmarks
+from grpo.config import PROMPT_TEMPLATES, DataArguments, ModelArguments
 from grpo.eval.benchmarks import load_benchmarks, resolve_benchmark
-from grpo.io import write_json
-from grpo.config import DataArguments, ModelArguments, PROMPT_TEMPLATES
 from grpo.eval.report import markdown_table, summarize, write_outputs
+from grpo.eval.runner import EvalSettings, run_benchmarks
+from grpo.io import write_json
 
 SAMPLES_FILE, RUN_FILE = "samples.jsonl", "run.json"
 # Settings that may change when a run is resumed (the problems and budgets evaluated, the batching).
@@ -59,50 +59,68 @@ def _min_tokens(text: str) -> int | str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="grpo eval", description="Benchmark evaluation with test-time compute.",
+        prog="grpo eval",
+        description="Benchmark evaluation with test-time compute.",
         epilog="Without --benchmarks, `grpo eval RECIPE.yaml --model PATH [--out FILE]` evaluates greedily on the "
-               "recipe's data set with the recipe's rewards.")
+        "recipe's data set with the recipe's rewards.",
+    )
     p.add_argument("recipe", nargs="?", help="optional recipe: default model, prompt template, max_completion_length")
     p.add_argument("--model", help="model name, folder or hub id (default: the recipe's)")
-    p.add_argument("--benchmarks", type=_csv, required=True,
-                   help="comma-separated: gsm8k, math500, aime24, amc23, or .jsonl files")
+    p.add_argument(
+        "--benchmarks", type=_csv, required=True, help="comma-separated: gsm8k, math500, aime24, amc23, or .jsonl files"
+    )
     p.add_argument("--num_samples", type=int, default=1, help="K completions per problem")
     p.add_argument("--temperature", type=float, default=0.6, help="sampling temperature (R1: 0.6; 0 = greedy)")
     p.add_argument("--top_p", type=float, default=0.95, help="nucleus sampling (R1: 0.95)")
     p.add_argument("--top_k", type=int, default=0, help="top-k sampling (0 = off)")
-    p.add_argument("--max_completion_length", type=int, default=None,
-                   help="tokens per completion (default: recipe's, else 1024)")
+    p.add_argument(
+        "--max_completion_length", type=int, default=None, help="tokens per completion (default: recipe's, else 1024)"
+    )
     p.add_argument("--limit", type=int, default=None, help="first N problems of each benchmark")
     p.add_argument("--levels", type=_ints, default=None, help="MATH-500 levels to keep, e.g. 1,2")
-    p.add_argument("--data_dir", default=None,
-                   help="folder of local benchmark files (default: ../shared/data, else the hub)")
+    p.add_argument(
+        "--data_dir", default=None, help="folder of local benchmark files (default: ../shared/data, else the hub)"
+    )
     p.add_argument("--out_dir", default=None, help="output folder (default: outputs/eval/<model name>)")
     p.add_argument("--overwrite", action="store_true", help="start over instead of resuming from out_dir")
-    p.add_argument("--rescore", action="store_true",
-                   help="sample nothing: score the completions stored in out_dir again with --verifiers")
+    p.add_argument(
+        "--rescore",
+        action="store_true",
+        help="sample nothing: score the completions stored in out_dir again with --verifiers",
+    )
     g = p.add_argument_group("prompt template (as in training; default: the recipe's)")
     g.add_argument("--prompt_template", choices=PROMPT_TEMPLATES, default=None)
     g.add_argument("--system_prompt", default=None)
     g.add_argument("--instruction", default=None)
     g.add_argument("--think_prefill", type=_bool, nargs="?", const=True, default=None)
     g = p.add_argument_group("thinking budgets")
-    g.add_argument("--thinking_budgets", type=_ints, default=None,
-                   help="sweep of thinking-token caps, e.g. 256,512,1024")
+    g.add_argument(
+        "--thinking_budgets", type=_ints, default=None, help="sweep of thinking-token caps, e.g. 256,512,1024"
+    )
     g.add_argument("--min_thinking_tokens", type=_min_tokens, default=0, help="s1 minimum (int, or 'budget')")
     g.add_argument("--max_waits", type=int, default=None, help="most 'Wait' insertions per completion")
-    g.add_argument("--max_answer_tokens", type=int, default=None,
-                   help="answer cap after thinking (default: max_completion_length)")
+    g.add_argument(
+        "--max_answer_tokens", type=int, default=None, help="answer cap after thinking (default: max_completion_length)"
+    )
     g.add_argument("--wait_text", type=_escaped, default="Wait", help="replaces an early </think> (s1)")
-    g.add_argument("--close_text", type=_escaped, default="\n</think>\n", help="inserted at the cap (\\n for a newline)")
+    g.add_argument(
+        "--close_text", type=_escaped, default="\n</think>\n", help="inserted at the cap (\\n for a newline)"
+    )
     g = p.add_argument_group("verifiers and engine")
     g.add_argument("--verifiers", type=_csv, default=[], help="best-of-N verifiers: reward:<name>, rm:<path>, self")
-    g.add_argument("--reward_kwargs", type=json.loads, default=None,
-                   help='settings of reward verifiers as JSON, e.g. \'{"format": {"strict": false}}\' '
-                        "(default: the recipe's)")
-    g.add_argument("--sampler", choices=("auto", "hf", "vllm"), default="auto", help="auto: vllm on a GPU if installed, else hf")
+    g.add_argument(
+        "--reward_kwargs",
+        type=json.loads,
+        default=None,
+        help='settings of reward verifiers as JSON, e.g. \'{"format": {"strict": false}}\' (default: the recipe\'s)',
+    )
+    g.add_argument(
+        "--sampler", choices=("auto", "hf", "vllm"), default="auto", help="auto: vllm on a GPU if installed, else hf"
+    )
     g.add_argument("--batch_size", type=int, default=64, help="sequences (problems x K) per generate call")
-    g.add_argument("--dtype", choices=("auto", *DTYPES), default="auto",
-                   help="auto: bfloat16 on a GPU that has it, else float32")
+    g.add_argument(
+        "--dtype", choices=("auto", *DTYPES), default="auto", help="auto: bfloat16 on a GPU that has it, else float32"
+    )
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--timeout_seconds", type=float, default=5.0, help="math-verify limit per comparison")
     return p
@@ -123,17 +141,31 @@ def resolve_configs(ns: argparse.Namespace) -> tuple[ModelArguments, DataArgumen
     if ns.model:
         model_args.model_name_or_path = ns.model
     model_args.use_peft = False
-    overrides = {k: getattr(ns, k) for k in ("prompt_template", "system_prompt", "instruction", "think_prefill")
-                 if getattr(ns, k) is not None}
+    overrides = {
+        k: getattr(ns, k)
+        for k in ("prompt_template", "system_prompt", "instruction", "think_prefill")
+        if getattr(ns, k) is not None
+    }
     return model_args, replace(data_args, **overrides), ns.max_completion_length or max_len, reward_kwargs
 
 
 def settings_from(ns: argparse.Namespace, max_len: int) -> EvalSettings:
     return EvalSettings(
-        num_samples=ns.num_samples, max_completion_length=max_len, temperature=ns.temperature, top_p=ns.top_p,
-        top_k=ns.top_k, budgets=tuple(ns.thinking_budgets or [None]), min_thinking_tokens=ns.min_thinking_tokens,
-        max_waits=ns.max_waits, max_answer_tokens=ns.max_answer_tokens, close_text=ns.close_text,
-        wait_text=ns.wait_text, batch_size=ns.batch_size, timeout_seconds=ns.timeout_seconds, seed=ns.seed)
+        num_samples=ns.num_samples,
+        max_completion_length=max_len,
+        temperature=ns.temperature,
+        top_p=ns.top_p,
+        top_k=ns.top_k,
+        budgets=tuple(ns.thinking_budgets or [None]),
+        min_thinking_tokens=ns.min_thinking_tokens,
+        max_waits=ns.max_waits,
+        max_answer_tokens=ns.max_answer_tokens,
+        close_text=ns.close_text,
+        wait_text=ns.wait_text,
+        batch_size=ns.batch_size,
+        timeout_seconds=ns.timeout_seconds,
+        seed=ns.seed,
+    )
 
 
 def prepare_out_dir(out_dir: str, run: dict, overwrite: bool, rescore: bool = False) -> str:
@@ -142,8 +174,9 @@ def prepare_out_dir(out_dir: str, run: dict, overwrite: bool, rescore: bool = Fa
     ``ValueError`` naming the fields that differ (unless ``overwrite``, which starts over), or
     ``FileNotFoundError`` when ``rescore`` finds no samples."""
     if rescore and (overwrite or not os.path.isfile(os.path.join(out_dir, SAMPLES_FILE))):
-        raise FileNotFoundError(f"--rescore needs the samples of an earlier run in {out_dir}/{SAMPLES_FILE} "
-                                "(and no --overwrite)")
+        raise FileNotFoundError(
+            f"--rescore needs the samples of an earlier run in {out_dir}/{SAMPLES_FILE} (and no --overwrite)"
+        )
     os.makedirs(out_dir, exist_ok=True)
     samples, run_path = os.path.join(out_dir, SAMPLES_FILE), os.path.join(out_dir, RUN_FILE)
     if overwrite and os.path.exists(samples):
@@ -154,8 +187,10 @@ def prepare_out_dir(out_dir: str, run: dict, overwrite: bool, rescore: bool = Fa
         free = (*NOT_IN_FINGERPRINT, "verifiers", "reward_kwargs") if rescore else NOT_IN_FINGERPRINT
         changed = sorted(k for k in set(old) | set(run) if k not in free and old.get(k) != run.get(k))
         if changed:
-            raise ValueError(f"{out_dir} holds a run with other settings ({', '.join(changed)}); "
-                             f"pass --overwrite or another --out_dir")
+            raise ValueError(
+                f"{out_dir} holds a run with other settings ({', '.join(changed)}); "
+                f"pass --overwrite or another --out_dir"
+            )
     write_json(run_path, run)
     return samples
 
@@ -169,9 +204,9 @@ def _dtype(name: str) -> torch.dtype:
 def benchmark_main(argv: list[str]) -> int:
     """Run ``grpo eval --benchmarks ...``; prints the Markdown table and the paths written."""
     from grpo.eval.runner import rescore
+    from grpo.eval.verifiers import build_verifier
     from grpo.model import load_policy, load_tokenizer
     from grpo.samplers import build_sampler, resolve_sampler_name
-    from grpo.eval.verifiers import build_verifier
 
     ns = build_parser().parse_args(argv)
     model_args, data_args, max_len, reward_kwargs = resolve_configs(ns)
@@ -179,11 +214,21 @@ def benchmark_main(argv: list[str]) -> int:
     benchmarks = [resolve_benchmark(b) for b in ns.benchmarks]
     name = model_args.model_name_or_path
     out_dir = ns.out_dir or os.path.join("outputs", "eval", re.sub(r"[^\w.-]+", "_", name.rstrip("/")).strip("_"))
-    run = {"model": name, "dtype": ns.dtype, "verifiers": ns.verifiers, "benchmarks": [b.name for b in benchmarks],
-           "limit": ns.limit, "levels": ns.levels, **{k: getattr(data_args, k) for k in TEMPLATE_FIELDS},
-           **asdict(settings)}
-    used = {n: reward_kwargs[n] for s in ns.verifiers if (n := s.partition(":")[2]) in reward_kwargs
-            and s.startswith("reward:")}
+    run = {
+        "model": name,
+        "dtype": ns.dtype,
+        "verifiers": ns.verifiers,
+        "benchmarks": [b.name for b in benchmarks],
+        "limit": ns.limit,
+        "levels": ns.levels,
+        **{k: getattr(data_args, k) for k in TEMPLATE_FIELDS},
+        **asdict(settings),
+    }
+    used = {
+        n: reward_kwargs[n]
+        for s in ns.verifiers
+        if (n := s.partition(":")[2]) in reward_kwargs and s.startswith("reward:")
+    }
     if used:  # the reward verifiers' settings, when any (absent from runs without them)
         run["reward_kwargs"] = used
     samples_path = prepare_out_dir(out_dir, run, ns.overwrite, rescore=ns.rescore)
@@ -193,14 +238,19 @@ def benchmark_main(argv: list[str]) -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = load_policy(model_args, _dtype(ns.dtype)).to(device).eval() if needs_model else None
     rows = load_benchmarks(ns.benchmarks, tokenizer, data_args, data_dir=ns.data_dir, limit=ns.limit, levels=ns.levels)
-    verifiers = {spec: build_verifier(spec, model=model, tokenizer=tokenizer, think_prefilled=data_args.think_prefill,
-                                      reward_kwargs=reward_kwargs) for spec in ns.verifiers}
+    verifiers = {
+        spec: build_verifier(
+            spec, model=model, tokenizer=tokenizer, think_prefilled=data_args.think_prefill, reward_kwargs=reward_kwargs
+        )
+        for spec in ns.verifiers
+    }
     if ns.rescore:
         records = rescore(samples_path, rows, verifiers, tokenizer)
     else:
         sampler = build_sampler(resolve_sampler_name(ns.sampler), model, tokenizer, settings.sampling_config())
-        records = run_benchmarks(sampler, tokenizer, rows, correctness_rewards(benchmarks, settings), verifiers,
-                                 settings, samples_path)
+        records = run_benchmarks(
+            sampler, tokenizer, rows, correctness_rewards(benchmarks, settings), verifiers, settings, samples_path
+        )
     paths = write_outputs(out_dir, records, run)
     print(markdown_table(summarize(records)))
     print(json.dumps({"samples": samples_path, **paths}), file=sys.stderr)

@@ -28,8 +28,17 @@ from grpo.scoring import build_reward_funcs, reward_name, score_completions
 
 
 @torch.no_grad()
-def evaluate(model, tokenizer, rows: list[dict], reward_funcs: list, *, max_completion_length: int,
-             temperature: float = 0.0, batch_size: int = 32, sampler: str = "hf") -> tuple[dict[str, float], list[dict]]:
+def evaluate(
+    model,
+    tokenizer,
+    rows: list[dict],
+    reward_funcs: list,
+    *,
+    max_completion_length: int,
+    temperature: float = 0.0,
+    batch_size: int = 32,
+    sampler: str = "hf",
+) -> tuple[dict[str, float], list[dict]]:
     """Generate one completion per row and score it with every reward.
 
     Returns ``(summary, records)``: the mean of each reward (``<name>``, NaN-free mean over verifiable
@@ -40,21 +49,35 @@ def evaluate(model, tokenizer, rows: list[dict], reward_funcs: list, *, max_comp
     names = [reward_name(f) for f in reward_funcs]
     records, start = [], time.perf_counter()
     for i in range(0, len(rows), batch_size):
-        chunk = rows[i:i + batch_size]
+        chunk = rows[i : i + batch_size]
         rollout = engine.generate([r["prompt_ids"] for r in chunk], 1)
         columns = {k: [r[k] for r in chunk] for k in chunk[0] if k not in ("prompt_ids", "prompt")}
         columns["prompts"] = [r["prompt"] for r in chunk]
-        columns["completion_ids"] = [ids[m.bool()].tolist() for ids, m in zip(rollout.completion_ids, rollout.completion_mask)]
+        columns["completion_ids"] = [
+            ids[m.bool()].tolist() for ids, m in zip(rollout.completion_ids, rollout.completion_mask)
+        ]
         columns["truncated"] = rollout.truncated.tolist()
         table = score_completions(reward_funcs, rollout.completions, columns)  # [n, F]
         for j, row in enumerate(chunk):
-            records.append({"problem": row["problem"], "solution": row["solution"], "completion": rollout.completions[j],
-                            "length": int(rollout.completion_mask[j].sum()), "truncated": bool(rollout.truncated[j]),
-                            **{n: (None if table[j, k].isnan() else float(table[j, k])) for k, n in enumerate(names)}})
+            records.append(
+                {
+                    "problem": row["problem"],
+                    "solution": row["solution"],
+                    "completion": rollout.completions[j],
+                    "length": int(rollout.completion_mask[j].sum()),
+                    "truncated": bool(rollout.truncated[j]),
+                    **{n: (None if table[j, k].isnan() else float(table[j, k])) for k, n in enumerate(names)},
+                }
+            )
     summary = {n: _mean([r[n] for r in records if r[n] is not None]) for n in names}
-    summary.update({"completion_length": _mean([r["length"] for r in records]),
-                    "truncated_frac": _mean([float(r["truncated"]) for r in records]),
-                    "num_problems": len(records), "seconds": time.perf_counter() - start})
+    summary.update(
+        {
+            "completion_length": _mean([r["length"] for r in records]),
+            "truncated_frac": _mean([float(r["truncated"]) for r in records]),
+            "num_problems": len(records),
+            "seconds": time.perf_counter() - start,
+        }
+    )
     return summary, records
 
 
@@ -81,8 +104,11 @@ def eval_main(argv: list[str]) -> int:
     parser.add_argument("--out", default=None, help="JSONL of per-problem results")
     parser.add_argument("--eval_temperature", type=float, default=0.0, help="0 = greedy")
     parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--heldout_from", default=None,
-                        help="a training run's output_dir: leave out every problem that run trained on, and repeats")
+    parser.add_argument(
+        "--heldout_from",
+        default=None,
+        help="a training run's output_dir: leave out every problem that run trained on, and repeats",
+    )
     parser.add_argument("--limit", type=int, default=None, help="at most this many problems")
     ns, rest = parser.parse_known_args(argv)
     model_args, data_args, args = parse_config(rest)
@@ -93,10 +119,17 @@ def eval_main(argv: list[str]) -> int:
     rows = build_prompt_dataset(data_args, tokenizer).rows
     if ns.heldout_from:
         rows = heldout_rows(rows, trained_problems(ns.heldout_from), ns.limit)
-    rows = rows[:ns.limit]
+    rows = rows[: ns.limit]
     funcs = build_reward_funcs(data_args, args)
-    summary, records = evaluate(model, tokenizer, rows, funcs, max_completion_length=args.max_completion_length,
-                                temperature=ns.eval_temperature, batch_size=ns.batch_size)
+    summary, records = evaluate(
+        model,
+        tokenizer,
+        rows,
+        funcs,
+        max_completion_length=args.max_completion_length,
+        temperature=ns.eval_temperature,
+        batch_size=ns.batch_size,
+    )
     summary["model"] = model_args.model_name_or_path
     if ns.out:
         os.makedirs(os.path.dirname(os.path.abspath(ns.out)), exist_ok=True)
@@ -107,10 +140,21 @@ def eval_main(argv: list[str]) -> int:
 
 
 @torch.no_grad()
-def evaluate_during_training(model, tokenizer, rows_by_benchmark: dict[str, list[dict]], reward_funcs: list, *,
-                             num_samples: int, max_completion_length: int, temperature: float = 0.6,
-                             top_p: float = 0.95, batch_size: int = 64, sampler: Sampler | None = None,
-                             seed: int = 0, timeout_seconds: float = 5.0) -> dict[str, float]:
+def evaluate_during_training(
+    model,
+    tokenizer,
+    rows_by_benchmark: dict[str, list[dict]],
+    reward_funcs: list,
+    *,
+    num_samples: int,
+    max_completion_length: int,
+    temperature: float = 0.6,
+    top_p: float = 0.95,
+    batch_size: int = 64,
+    sampler: Sampler | None = None,
+    seed: int = 0,
+    timeout_seconds: float = 5.0,
+) -> dict[str, float]:
     """Accuracy of the current policy on small held-out slices, for logging every few training steps.
 
     Args:
@@ -129,18 +173,27 @@ def evaluate_during_training(model, tokenizer, rows_by_benchmark: dict[str, list
     Raises:
         ValueError: when no correctness reward is among ``reward_funcs``.
     """
-    from grpo.eval.runner import EvalSettings, sample_rows, score_batch
     from grpo.eval.report import summarize_group
+    from grpo.eval.runner import EvalSettings, sample_rows, score_batch
     from grpo.train_metrics import CORRECTNESS_REWARDS
 
     names = [reward_name(f) for f in reward_funcs]
     judge = next((f for n, f in zip(names, reward_funcs) if n in CORRECTNESS_REWARDS), None)
     if judge is None:
         raise ValueError(f"evaluation needs a correctness reward ({', '.join(CORRECTNESS_REWARDS)}); got {names}")
-    settings = EvalSettings(num_samples=num_samples, max_completion_length=max_completion_length,
-                            temperature=temperature, top_p=top_p, batch_size=batch_size, timeout_seconds=timeout_seconds)
-    engine = (sampler.with_config(settings.sampling_config()) if sampler is not None
-              else build_sampler("hf", model, tokenizer, settings.sampling_config()))
+    settings = EvalSettings(
+        num_samples=num_samples,
+        max_completion_length=max_completion_length,
+        temperature=temperature,
+        top_p=top_p,
+        batch_size=batch_size,
+        timeout_seconds=timeout_seconds,
+    )
+    engine = (
+        sampler.with_config(settings.sampling_config())
+        if sampler is not None
+        else build_sampler("hf", model, tokenizer, settings.sampling_config())
+    )
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
     per_call, k, metrics = max(1, batch_size // num_samples), num_samples, {}
     with torch.random.fork_rng(devices=devices):
@@ -148,12 +201,18 @@ def evaluate_during_training(model, tokenizer, rows_by_benchmark: dict[str, list
         for name, rows in rows_by_benchmark.items():
             records = []
             for i in range(0, len(rows), per_call):
-                batch = rows[i:i + per_call]
-                records += score_batch(batch, sample_rows(engine, tokenizer, batch, settings, None), judge, {}, None,
-                                       timeout_seconds)
+                batch = rows[i : i + per_call]
+                records += score_batch(
+                    batch, sample_rows(engine, tokenizer, batch, settings, None), judge, {}, None, timeout_seconds
+                )
             result = summarize_group(records)
-            for key, source in (("pass@1", "pass@1"), (f"pass@{k}", f"pass@{k}"), (f"maj@{k}", f"maj@{k}"),
-                                ("completion_length", "completion_tokens/mean"), ("truncated_frac", "truncated_frac")):
+            for key, source in (
+                ("pass@1", "pass@1"),
+                (f"pass@{k}", f"pass@{k}"),
+                (f"maj@{k}", f"maj@{k}"),
+                ("completion_length", "completion_tokens/mean"),
+                ("truncated_frac", "truncated_frac"),
+            ):
                 value = result.get(source)
                 metrics[f"eval/{name}/{key}"] = float("nan") if value is None else float(value)
     return metrics

@@ -54,6 +54,7 @@ def mean_at_k(verdicts: Sequence[float], k: int) -> float:
 
 # --- majority vote over math-verify equivalence classes ----------------------------------------------
 
+
 def answer_classes(answers: Sequence[str | None], *, timeout_seconds: float = 5.0) -> list[int | None]:
     """Group answers into equivalence classes, in sample order.
 
@@ -76,8 +77,14 @@ def answer_classes(answers: Sequence[str | None], *, timeout_seconds: float = 5.
             classes.append(None)
             continue
         text = normalize_answer(answer)
-        found = next((j for j, (rep_text, rep) in enumerate(reps)
-                      if rep_text == text or score_answer(answer, rep, timeout_seconds) == 1.0), None)
+        found = next(
+            (
+                j
+                for j, (rep_text, rep) in enumerate(reps)
+                if rep_text == text or score_answer(answer, rep, timeout_seconds) == 1.0
+            ),
+            None,
+        )
         if found is None:
             reps.append((text, prepared))
             found = len(reps) - 1
@@ -135,6 +142,7 @@ def maj_at_k(answers: list[str | None], gold: str, k: int, *, timeout_seconds: f
 
 # --- best-of-N ---------------------------------------------------------------------------------------
 
+
 def best_index(scores: Sequence[float | None], k: int) -> int | None:
     """Index of the highest verifier score among the first k samples (ties: the earliest; None and NaN
     scores are skipped); None when none of them has a score."""
@@ -161,7 +169,10 @@ def best_of_n(scores: Sequence[float | None], verdicts: Sequence[float], k: int)
 
 # --- lengths -----------------------------------------------------------------------------------------
 
-def length_stats(lengths: Sequence[int], verdicts: Sequence[float], truncated: Sequence[bool]) -> dict[str, float | None]:
+
+def length_stats(
+    lengths: Sequence[int], verdicts: Sequence[float], truncated: Sequence[bool]
+) -> dict[str, float | None]:
     """Length statistics over samples (tokens), pooled over problems by the caller.
 
     Returns ``completion_tokens/mean``, ``completion_tokens/correct_mean`` and ``/incorrect_mean`` (None

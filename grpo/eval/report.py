@@ -12,8 +12,8 @@ import math
 import os
 import re
 
-from grpo.io import write_json
 from grpo.eval.metrics import length_stats
+from grpo.io import write_json
 
 SUMMARY_FILE, TABLE_FILE = "summary.json", "summary.md"
 K_PLOT, BUDGET_PLOT = "accuracy_vs_k.png", "accuracy_vs_budget.png"
@@ -41,9 +41,13 @@ def summarize_group(records: list[dict]) -> dict:
     the length figures of :func:`grpo.eval.metrics.length_stats`."""
     scored = [r for r in records if r["metrics"] is not None]
     samples = [s for r in scored for s in r["samples"]]
-    result = {"benchmark": records[0]["benchmark"], "budget": records[0]["budget"], "num_problems": len(scored),
-              "num_unverifiable": len(records) - len(scored),
-              "num_samples": len(records[0]["samples"])}
+    result = {
+        "benchmark": records[0]["benchmark"],
+        "budget": records[0]["budget"],
+        "num_problems": len(scored),
+        "num_unverifiable": len(records) - len(scored),
+        "num_samples": len(records[0]["samples"]),
+    }
     keys = list(scored[0]["metrics"]) if scored else []
     result.update({k: _mean([r["metrics"][k] for r in scored]) for k in keys})
     if scored:
@@ -51,11 +55,20 @@ def summarize_group(records: list[dict]) -> dict:
     for name in sorted({v for s in samples for v in s.get("scores", {})}):
         result[f"score/{name}"] = _mean([s["scores"][name] for s in samples if s["scores"].get(name) is not None])
     if samples:
-        result.update(length_stats([s["tokens"] for s in samples], [float(s["correct"]) for s in samples],
-                                   [s["truncated"] for s in samples]))
-        result.update({"thinking_tokens/mean": _mean([s["thinking_tokens"] for s in samples]),
-                       "waits/mean": _mean([s["waits"] for s in samples]),
-                       "forced_close_frac": _mean([float(s["forced_close"]) for s in samples])})
+        result.update(
+            length_stats(
+                [s["tokens"] for s in samples],
+                [float(s["correct"]) for s in samples],
+                [s["truncated"] for s in samples],
+            )
+        )
+        result.update(
+            {
+                "thinking_tokens/mean": _mean([s["thinking_tokens"] for s in samples]),
+                "waits/mean": _mean([s["waits"] for s in samples]),
+                "forced_close_frac": _mean([float(s["forced_close"]) for s in samples]),
+            }
+        )
     return result
 
 
@@ -80,19 +93,47 @@ def markdown_table(results: list[dict], labels: list[str] | None = None) -> str:
     error) and k = K, mean verifier scores, lengths in tokens. ``labels``: a first column naming each row's
     run (for :func:`compare_table`)."""
     verifiers = sorted({m.group(3) for r in results for key in r if (m := _METRIC_RE.match(key)) and m.group(3)})
-    header = [*(["run"] if labels else []), "benchmark", "budget", "problems", "K", "pass@1", "± s.e.", "pass@K", "maj@K",
-              *[f"bon@K {v}" for v in verifiers], *[f"mean {v}" for v in verifiers],
-              "tokens", "tokens (correct)", "tokens (incorrect)", "thinking", "truncated %", "tokens / correct"]
+    header = [
+        *(["run"] if labels else []),
+        "benchmark",
+        "budget",
+        "problems",
+        "K",
+        "pass@1",
+        "± s.e.",
+        "pass@K",
+        "maj@K",
+        *[f"bon@K {v}" for v in verifiers],
+        *[f"mean {v}" for v in verifiers],
+        "tokens",
+        "tokens (correct)",
+        "tokens (incorrect)",
+        "thinking",
+        "truncated %",
+        "tokens / correct",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for i, r in enumerate(results):
         k = r["num_samples"]
-        cells = [*([labels[i]] if labels else []), r["benchmark"], _fmt(r["budget"]) if r["budget"] is not None else "none", str(r["num_problems"]), str(k),
-                 _fmt(r.get("pass@1"), True), _fmt(r.get("pass@1_stderr"), True), _fmt(r.get(f"pass@{k}"), True),
-                 _fmt(r.get(f"maj@{k}"), True), *[_fmt(r.get(f"bon@{k}/{v}"), True) for v in verifiers],
-                 *["-" if r.get(f"score/{v}") is None else f"{r[f'score/{v}']:.2f}" for v in verifiers],
-                 _fmt(r.get("completion_tokens/mean")), _fmt(r.get("completion_tokens/correct_mean")),
-                 _fmt(r.get("completion_tokens/incorrect_mean")), _fmt(r.get("thinking_tokens/mean")),
-                 _fmt(r.get("truncated_frac"), True), _fmt(r.get("tokens_per_correct"))]
+        cells = [
+            *([labels[i]] if labels else []),
+            r["benchmark"],
+            _fmt(r["budget"]) if r["budget"] is not None else "none",
+            str(r["num_problems"]),
+            str(k),
+            _fmt(r.get("pass@1"), True),
+            _fmt(r.get("pass@1_stderr"), True),
+            _fmt(r.get(f"pass@{k}"), True),
+            _fmt(r.get(f"maj@{k}"), True),
+            *[_fmt(r.get(f"bon@{k}/{v}"), True) for v in verifiers],
+            *["-" if r.get(f"score/{v}") is None else f"{r[f'score/{v}']:.2f}" for v in verifiers],
+            _fmt(r.get("completion_tokens/mean")),
+            _fmt(r.get("completion_tokens/correct_mean")),
+            _fmt(r.get("completion_tokens/incorrect_mean")),
+            _fmt(r.get("thinking_tokens/mean")),
+            _fmt(r.get("truncated_frac"), True),
+            _fmt(r.get("tokens_per_correct")),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -167,8 +208,12 @@ def plot_accuracy_vs_k(results: list[dict], path: str) -> None:
         ax.minorticks_off()
         budget = "" if result["budget"] is None else f", budget {result['budget']}"
         percents = [100 * a for points in curves_against_k(result).values() for _, a in points]
-        ax.set(title=f"{result['benchmark']}{budget}", xlabel="k (samples)", ylabel="accuracy (%)",
-               ylim=accuracy_ylim(percents))
+        ax.set(
+            title=f"{result['benchmark']}{budget}",
+            xlabel="k (samples)",
+            ylabel="accuracy (%)",
+            ylim=accuracy_ylim(percents),
+        )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -185,21 +230,34 @@ def plot_accuracy_vs_budget(results: list[dict], path: str) -> None:
     for name in dict.fromkeys(r["benchmark"] for r in results):
         points = sorted(
             (r["thinking_tokens/mean"], 100 * r["pass@1"], r["budget"], 100 * (r.get("pass@1_stderr") or 0))
-            for r in results if r["benchmark"] == name and None not in (r.get("pass@1"), r.get("thinking_tokens/mean")))
-        ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[3] for p in points], marker="o",
-                    capsize=3, label=name)
+            for r in results
+            if r["benchmark"] == name and None not in (r.get("pass@1"), r.get("thinking_tokens/mean"))
+        )
+        ax.errorbar(
+            [p[0] for p in points],
+            [p[1] for p in points],
+            yerr=[p[3] for p in points],
+            marker="o",
+            capsize=3,
+            label=name,
+        )
         tops += [p[1] + p[3] for p in points]
         for x, y, budget, _ in points:
-            ax.annotate("none" if budget is None else str(budget), (x, y), fontsize=7, xytext=(3, 3),
-                        textcoords="offset points")
+            ax.annotate(
+                "none" if budget is None else str(budget), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points"
+            )
     xs = [r["thinking_tokens/mean"] for r in results if r.get("thinking_tokens/mean")]
     if xs and max(xs) >= 4 * min(xs):
         from matplotlib.ticker import ScalarFormatter
 
         ax.set_xscale("log", base=2)
         ax.xaxis.set_major_formatter(ScalarFormatter())  # 32, 64, 128 rather than 2^5, 2^6, 2^7
-    ax.set(xlabel="mean thinking tokens", ylabel="pass@1 (%)", title="accuracy against thinking budget",
-           ylim=accuracy_ylim(tops))
+    ax.set(
+        xlabel="mean thinking tokens",
+        ylabel="pass@1 (%)",
+        title="accuracy against thinking budget",
+        ylim=accuracy_ylim(tops),
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -211,8 +269,11 @@ def write_outputs(out_dir: str, records: list[dict], settings: dict) -> dict[str
     """Write ``summary.json`` (settings and results), ``summary.md`` and the PNG plots (the budget plot only
     when a budget was set). Returns ``{kind: path}`` of the files written."""
     results = summarize(records)
-    paths = {"summary": os.path.join(out_dir, SUMMARY_FILE), "table": os.path.join(out_dir, TABLE_FILE),
-             "k_plot": os.path.join(out_dir, K_PLOT)}
+    paths = {
+        "summary": os.path.join(out_dir, SUMMARY_FILE),
+        "table": os.path.join(out_dir, TABLE_FILE),
+        "k_plot": os.path.join(out_dir, K_PLOT),
+    }
     write_json(paths["summary"], {"settings": settings, "results": results})
     with open(paths["table"], "w", encoding="utf-8") as f:
         f.write(markdown_table(results))

@@ -19,10 +19,10 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from grpo.eval.thinking_budget import Generation, ThinkingBudget, generate_plain, generate_with_budget
 from grpo.eval.metrics import answer_classes, best_of_n, k_values, maj_at_k_from_classes, majority_class, pass_at_k
-from grpo.samplers import Sampler, SamplingConfig
+from grpo.eval.thinking_budget import Generation, ThinkingBudget, generate_plain, generate_with_budget
 from grpo.eval.verifiers import Verifier
+from grpo.samplers import Sampler, SamplingConfig
 from rewards.extract import extract_answer
 
 SKIPPED_COLUMNS = ("prompt_ids", "prompt", "benchmark", "index")  # not passed to rewards as columns
@@ -68,22 +68,33 @@ class EvalSettings:
         if budget is None:
             return None
         minimum = budget if self.min_thinking_tokens == "budget" else min(int(self.min_thinking_tokens), budget)
-        return ThinkingBudget(budget, minimum, self.max_answer_tokens or self.max_completion_length, self.max_waits,
-                              close_text=self.close_text, wait_text=self.wait_text)
+        return ThinkingBudget(
+            budget,
+            minimum,
+            self.max_answer_tokens or self.max_completion_length,
+            self.max_waits,
+            close_text=self.close_text,
+            wait_text=self.wait_text,
+        )
 
 
-def sample_rows(sampler: Sampler, tokenizer, rows: list[dict], settings: EvalSettings,
-                budget: int | None) -> list[list[Generation]]:
+def sample_rows(
+    sampler: Sampler, tokenizer, rows: list[dict], settings: EvalSettings, budget: int | None
+) -> list[list[Generation]]:
     """K generations for each row (one batch: ``len(rows) * K`` sequences)."""
     k, prompts = settings.num_samples, [r["prompt_ids"] for r in rows]
     thinking = settings.thinking_budget(budget)
-    flat = (generate_plain(sampler, tokenizer, prompts, k) if thinking is None
-            else generate_with_budget(sampler, tokenizer, prompts, k, thinking))
-    return [flat[i * k:(i + 1) * k] for i in range(len(rows))]
+    flat = (
+        generate_plain(sampler, tokenizer, prompts, k)
+        if thinking is None
+        else generate_with_budget(sampler, tokenizer, prompts, k, thinking)
+    )
+    return [flat[i * k : (i + 1) * k] for i in range(len(rows))]
 
 
-def problem_metrics(verdicts: list[float], classes: list[int | None], scores: dict[str, list],
-                    ks: list[int]) -> dict[str, float]:
+def problem_metrics(
+    verdicts: list[float], classes: list[int | None], scores: dict[str, list], ks: list[int]
+) -> dict[str, float]:
     """``pass@k`` (unbiased, all n samples), ``maj@k`` and ``bon@k/<verifier>`` (first k samples) of one
     problem for every k in ``ks``."""
     n, c = len(verdicts), sum(v >= 1.0 for v in verdicts)
@@ -112,24 +123,54 @@ def reward_columns(flat_rows: list[dict], completion_ids: list[list[int]], trunc
     return columns
 
 
-def problem_record(row: dict, generations: list[Generation], verdicts: list, scores: dict[str, list],
-                   budget: int | None, timeout_seconds: float = 5.0) -> dict:
+def problem_record(
+    row: dict,
+    generations: list[Generation],
+    verdicts: list,
+    scores: dict[str, list],
+    budget: int | None,
+    timeout_seconds: float = 5.0,
+) -> dict:
     """The record of one problem (see the module docstring); ``metrics`` is None when a verdict is None
     (the gold answer cannot be verified)."""
     answers = [extract_answer(g.completion) for g in generations]
     classes = answer_classes(answers, timeout_seconds=timeout_seconds)
     winner = majority_class(classes, len(classes))
-    samples = [{"completion": g.completion, "answer": a, "correct": v, "class": c, "tokens": g.num_tokens,
-                "thinking_tokens": g.thinking_tokens, "truncated": g.truncated, "waits": g.waits,
-                "forced_close": g.forced_close, "scores": {n: s[i] for n, s in scores.items()}}
-               for i, (g, a, v, c) in enumerate(zip(generations, answers, verdicts, classes))]
-    return {"benchmark": row["benchmark"], "budget": budget, "index": row["index"], "problem": row["problem"],
-            "gold": row["solution"], "majority_answer": None if winner is None else answers[classes.index(winner)],
-            "metrics": verified_metrics(verdicts, classes, scores), "samples": samples}
+    samples = [
+        {
+            "completion": g.completion,
+            "answer": a,
+            "correct": v,
+            "class": c,
+            "tokens": g.num_tokens,
+            "thinking_tokens": g.thinking_tokens,
+            "truncated": g.truncated,
+            "waits": g.waits,
+            "forced_close": g.forced_close,
+            "scores": {n: s[i] for n, s in scores.items()},
+        }
+        for i, (g, a, v, c) in enumerate(zip(generations, answers, verdicts, classes))
+    ]
+    return {
+        "benchmark": row["benchmark"],
+        "budget": budget,
+        "index": row["index"],
+        "problem": row["problem"],
+        "gold": row["solution"],
+        "majority_answer": None if winner is None else answers[classes.index(winner)],
+        "metrics": verified_metrics(verdicts, classes, scores),
+        "samples": samples,
+    }
 
 
-def score_batch(rows: list[dict], generations: list[list[Generation]], correctness: Callable,
-                verifiers: dict[str, Verifier], budget: int | None, timeout_seconds: float = 5.0) -> list[dict]:
+def score_batch(
+    rows: list[dict],
+    generations: list[list[Generation]],
+    correctness: Callable,
+    verifiers: dict[str, Verifier],
+    budget: int | None,
+    timeout_seconds: float = 5.0,
+) -> list[dict]:
     """Records of a batch of problems: verdicts from ``correctness`` (a reward in TRL's convention, e.g.
     ``accuracy``), verifier scores computed over the whole batch at once."""
     flat_rows = [r for r, gens in zip(rows, generations) for _ in gens]
@@ -142,8 +183,9 @@ def score_batch(rows: list[dict], generations: list[list[Generation]], correctne
     records, start = [], 0
     for row, gens in zip(rows, generations):
         part = slice(start, start + len(gens))
-        records.append(problem_record(row, gens, verdicts[part], {n: s[part] for n, s in scores.items()},
-                                      budget, timeout_seconds))
+        records.append(
+            problem_record(row, gens, verdicts[part], {n: s[part] for n, s in scores.items()}, budget, timeout_seconds)
+        )
         start += len(gens)
     return records
 
@@ -154,8 +196,11 @@ def rescore_record(record: dict, row: dict, verifiers: dict[str, Verifier], toke
     the verifiers re-encoded from the stored text (the sampled ids are not stored)."""
     samples = record["samples"]
     n, completions = len(samples), [s["completion"] for s in samples]
-    columns = reward_columns([row] * n, [tokenizer(c, add_special_tokens=False)["input_ids"] for c in completions],
-                             [s["truncated"] for s in samples])
+    columns = reward_columns(
+        [row] * n,
+        [tokenizer(c, add_special_tokens=False)["input_ids"] for c in completions],
+        [s["truncated"] for s in samples],
+    )
     scores = {name: verify([row["problem"]] * n, completions, columns) for name, verify in verifiers.items()}
     for i, s in enumerate(samples):
         s["scores"] = {name: v[i] for name, v in scores.items()}
@@ -163,8 +208,9 @@ def rescore_record(record: dict, row: dict, verifiers: dict[str, Verifier], toke
     return record
 
 
-def rescore(samples_path: str, rows_by_benchmark: dict[str, list[dict]], verifiers: dict[str, Verifier],
-            tokenizer) -> list[dict]:
+def rescore(
+    samples_path: str, rows_by_benchmark: dict[str, list[dict]], verifiers: dict[str, Verifier], tokenizer
+) -> list[dict]:
     """Score the stored completions of ``samples_path`` again with ``verifiers`` (:func:`rescore_record`),
     without sampling: for a verifier added, or fixed, after an expensive run. The file is rewritten through a
     temporary file and a rename, so a crash leaves the old one whole. Returns the records without completion
@@ -180,8 +226,10 @@ def rescore(samples_path: str, rows_by_benchmark: dict[str, list[dict]], verifie
                 record = json.loads(line)
                 row = rows.get((record["benchmark"], record["index"]))
                 if row is None:
-                    raise ValueError(f"{samples_path}:{line_no}: problem {record['index']} of {record['benchmark']} "
-                                     "is not among the selected problems (other --benchmarks, --limit, --levels?)")
+                    raise ValueError(
+                        f"{samples_path}:{line_no}: problem {record['index']} of {record['benchmark']} "
+                        "is not among the selected problems (other --benchmarks, --limit, --levels?)"
+                    )
                 record = rescore_record(record, row, verifiers, tokenizer)
                 sink.write(json.dumps(record) + "\n")
                 records.append(light(record))
@@ -224,8 +272,15 @@ def read_records(path: str) -> list[dict]:
     return records
 
 
-def run_benchmarks(sampler: Sampler, tokenizer, rows_by_benchmark: dict[str, list[dict]], correctness: dict[str, Callable],
-                   verifiers: dict[str, Verifier], settings: EvalSettings, samples_path: str) -> list[dict]:
+def run_benchmarks(
+    sampler: Sampler,
+    tokenizer,
+    rows_by_benchmark: dict[str, list[dict]],
+    correctness: dict[str, Callable],
+    verifiers: dict[str, Verifier],
+    settings: EvalSettings,
+    samples_path: str,
+) -> list[dict]:
     """Evaluate every benchmark at every budget, appending records to ``samples_path`` and skipping problems
     already there (resume). Returns the records of the selected problems, in order, without completion texts."""
     done = {record_key(r): r for r in read_records(samples_path)}
@@ -235,13 +290,19 @@ def run_benchmarks(sampler: Sampler, tokenizer, rows_by_benchmark: dict[str, lis
             for name, rows in rows_by_benchmark.items():
                 todo = [r for r in rows if (name, budget, r["index"]) not in done]
                 for i in range(0, len(todo), per_call):
-                    batch = todo[i:i + per_call]
+                    batch = todo[i : i + per_call]
                     generations = sample_rows(sampler, tokenizer, batch, settings, budget)
-                    for record in score_batch(batch, generations, correctness[name], verifiers, budget,
-                                              settings.timeout_seconds):
+                    for record in score_batch(
+                        batch, generations, correctness[name], verifiers, budget, settings.timeout_seconds
+                    ):
                         sink.write(json.dumps(record) + "\n")
                         done[record_key(record)] = light(record)
                     sink.flush()
-                    print(f"[{name} budget={budget}] {min(i + per_call, len(todo))}/{len(todo)} problems",
-                          file=sys.stderr, flush=True)
-    return [done[(name, b, r["index"])] for b in settings.budgets for name, rows in rows_by_benchmark.items() for r in rows]
+                    print(
+                        f"[{name} budget={budget}] {min(i + per_call, len(todo))}/{len(todo)} problems",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+    return [
+        done[(name, b, r["index"])] for b in settings.budgets for name, rows in rows_by_benchmark.items() for r in rows
+    ]

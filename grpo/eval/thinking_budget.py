@@ -50,11 +50,15 @@ class ThinkingBudget:
 
     def __post_init__(self) -> None:
         if self.max_thinking_tokens < 1 or self.max_answer_tokens < 1:
-            raise ValueError(f"max_thinking_tokens and max_answer_tokens must be >= 1, got "
-                             f"{self.max_thinking_tokens} and {self.max_answer_tokens}")
+            raise ValueError(
+                f"max_thinking_tokens and max_answer_tokens must be >= 1, got "
+                f"{self.max_thinking_tokens} and {self.max_answer_tokens}"
+            )
         if not 0 <= self.min_thinking_tokens <= self.max_thinking_tokens:
-            raise ValueError(f"min_thinking_tokens must be in [0, max_thinking_tokens={self.max_thinking_tokens}], "
-                             f"got {self.min_thinking_tokens}")
+            raise ValueError(
+                f"min_thinking_tokens must be in [0, max_thinking_tokens={self.max_thinking_tokens}], "
+                f"got {self.min_thinking_tokens}"
+            )
         if self.max_waits is not None and self.max_waits < 0:
             raise ValueError(f"max_waits must be >= 0 or None, got {self.max_waits}")
         if self.end_think not in self.close_text:
@@ -77,7 +81,7 @@ def thought_ids(tokenizer, ids: list[int], end_think: str) -> list[int] | None:
     for j in range(end - 1, -1, -1):  # a few steps: only the tokens of the tag are dropped
         prefix = tokenizer.decode(ids[:j], skip_special_tokens=True)
         if before.startswith(prefix) and end_think not in prefix:
-            rest = before[len(prefix):]
+            rest = before[len(prefix) :]
             return ids[:j] + (_encode(tokenizer, rest) if rest else [])
     return _encode(tokenizer, before)
 
@@ -98,13 +102,16 @@ def count_thinking_tokens(tokenizer, ids: list[int], text: str, end_think: str =
     return max(0, len(ids) - len(_encode(tokenizer, text[at:])))
 
 
-def generate_plain(sampler: Sampler, tokenizer, prompt_ids: list[list[int]], num_samples: int, *,
-                   end_think: str = "</think>") -> list[Generation]:
+def generate_plain(
+    sampler: Sampler, tokenizer, prompt_ids: list[list[int]], num_samples: int, *, end_think: str = "</think>"
+) -> list[Generation]:
     """``num_samples`` completions per prompt with the sampler's own settings; B*K generations, the K of
     prompt b consecutive. ``thinking_tokens``: see :func:`count_thinking_tokens`."""
     rollout = sampler.generate(prompt_ids, num_samples)
-    return [Generation(text, ids, count_thinking_tokens(tokenizer, ids, text, end_think), bool(truncated))
-            for text, ids, truncated in zip(rollout.completions, _rows(rollout), rollout.truncated.tolist())]
+    return [
+        Generation(text, ids, count_thinking_tokens(tokenizer, ids, text, end_think), bool(truncated))
+        for text, ids, truncated in zip(rollout.completions, _rows(rollout), rollout.truncated.tolist())
+    ]
 
 
 @dataclass
@@ -120,8 +127,9 @@ class _Sequence:
     phase: str = "think"  # think -> answer -> done
 
 
-def generate_with_budget(sampler: Sampler, tokenizer, prompt_ids: list[list[int]], num_samples: int,
-                         budget: ThinkingBudget) -> list[Generation]:
+def generate_with_budget(
+    sampler: Sampler, tokenizer, prompt_ids: list[list[int]], num_samples: int, budget: ThinkingBudget
+) -> list[Generation]:
     """``num_samples`` completions per prompt under a thinking budget (B*K generations, the K of prompt b
     consecutive), with the sampler's temperature and top-p.
 
@@ -139,8 +147,10 @@ def generate_with_budget(sampler: Sampler, tokenizer, prompt_ids: list[list[int]
         rollout = sampler.with_config(config).generate([s.prompt + s.ids for s in answering], 1)
         for s, ids, truncated in zip(answering, _rows(rollout), rollout.truncated.tolist()):
             s.ids, s.truncated, s.phase = s.ids + ids, bool(truncated), "done"
-    return [Generation(tokenizer.decode(s.ids, skip_special_tokens=True), s.ids, s.thinking, s.truncated, s.waits,
-                       s.forced) for s in sequences]
+    return [
+        Generation(tokenizer.decode(s.ids, skip_special_tokens=True), s.ids, s.thinking, s.truncated, s.waits, s.forced)
+        for s in sequences
+    ]
 
 
 def _close(s: _Sequence, tokenizer, budget: ThinkingBudget) -> None:

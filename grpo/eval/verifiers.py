@@ -37,16 +37,24 @@ def register_verifier(kind: str):
     """Decorator adding a verifier builder under ``kind``:
     ``builder(arg, *, model, tokenizer, think_prefilled, reward_kwargs) -> Verifier``.
     Raises ``ValueError`` when the kind is taken."""
+
     def decorator(builder):
         if kind in VERIFIERS:
             raise ValueError(f"a verifier kind {kind!r} is already registered")
         VERIFIERS[kind] = builder
         return builder
+
     return decorator
 
 
-def build_verifier(spec: str, *, model=None, tokenizer=None, think_prefilled: bool = False,
-                   reward_kwargs: dict[str, dict] | None = None) -> Verifier:
+def build_verifier(
+    spec: str,
+    *,
+    model=None,
+    tokenizer=None,
+    think_prefilled: bool = False,
+    reward_kwargs: dict[str, dict] | None = None,
+) -> Verifier:
     """The verifier for ``spec`` = ``kind`` or ``kind:arg`` (``reward:format``, ``rm:PATH``, ``self``);
     ``model``/``tokenizer``: the policy (for ``self``); ``think_prefilled``: the prompt template opens ``<think>``
     (bound into rewards that take it, as the trainer does); ``reward_kwargs``: ``{reward name: settings}`` for
@@ -54,13 +62,15 @@ def build_verifier(spec: str, *, model=None, tokenizer=None, think_prefilled: bo
     kind, _, arg = spec.partition(":")
     if kind not in VERIFIERS:
         raise ValueError(f"unknown verifier {spec!r}; kinds: {sorted(VERIFIERS)} (e.g. reward:format, rm:PATH, self)")
-    return VERIFIERS[kind](arg, model=model, tokenizer=tokenizer, think_prefilled=think_prefilled,
-                           reward_kwargs=reward_kwargs or {})
+    return VERIFIERS[kind](
+        arg, model=model, tokenizer=tokenizer, think_prefilled=think_prefilled, reward_kwargs=reward_kwargs or {}
+    )
 
 
 @register_verifier("reward")
-def reward_verifier(name: str, *, think_prefilled: bool = False, reward_kwargs: dict[str, dict] | None = None,
-                    **_: Any) -> Verifier:
+def reward_verifier(
+    name: str, *, think_prefilled: bool = False, reward_kwargs: dict[str, dict] | None = None, **_: Any
+) -> Verifier:
     """A reward function as a verifier: ``f(completions, **columns)``; ``problems`` reach it as ``prompts``.
     Its settings are ``reward_kwargs[name]`` (e.g. ``{"strict": False}``); ``think_prefilled`` is bound when
     the reward takes it (format rewards) and the settings do not fix it, as in training
@@ -108,8 +118,9 @@ class RewardModelVerifier:
         self.model, self.tokenizer, self.batch_size = model.eval(), tokenizer, batch_size
 
     @classmethod
-    def from_pretrained(cls, path: str, *, dtype: torch.dtype = torch.float32, device: str | None = None,
-                        batch_size: int = 8) -> "RewardModelVerifier":
+    def from_pretrained(
+        cls, path: str, *, dtype: torch.dtype = torch.float32, device: str | None = None, batch_size: int = 8
+    ) -> RewardModelVerifier:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         model = AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype)
@@ -117,15 +128,19 @@ class RewardModelVerifier:
         return cls(model.to(device), AutoTokenizer.from_pretrained(path), batch_size=batch_size)
 
     @torch.no_grad()
-    def __call__(self, problems: Sequence[str], completions: Sequence[str], columns: dict[str, list] | None = None) -> list:
+    def __call__(
+        self, problems: Sequence[str], completions: Sequence[str], columns: dict[str, list] | None = None
+    ) -> list:
         texts = [_render(self.tokenizer, p, c) for p, c in zip(problems, completions)]
         scores: list[float] = []
         for i in range(0, len(texts), self.batch_size):
-            ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts[i:i + self.batch_size]]
+            ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts[i : i + self.batch_size]]
             width = max(len(x) for x in ids)
             batch = torch.tensor([x + [self.tokenizer.pad_token_id] * (width - len(x)) for x in ids])  # [b, L]
             mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids])  # [b, L]
-            logits = self.model(input_ids=batch.to(_device(self.model)), attention_mask=mask.to(_device(self.model))).logits
+            logits = self.model(
+                input_ids=batch.to(_device(self.model)), attention_mask=mask.to(_device(self.model))
+            ).logits
             logits = logits.float()  # [b, labels]
             values = logits[:, 0] if logits.shape[1] == 1 else logits.log_softmax(-1)[:, -1]  # [b]
             scores.extend(values.tolist())
@@ -148,20 +163,32 @@ class SelfVerifier:
             raise ValueError("the tokenizer gives 'Yes' and 'No' the same first token")
 
     @torch.no_grad()
-    def __call__(self, problems: Sequence[str], completions: Sequence[str], columns: dict[str, list] | None = None) -> list:
-        texts = [_render(self.tokenizer, self.prompt.format(problem=p, completion=c), None)
-                 for p, c in zip(problems, completions)]
+    def __call__(
+        self, problems: Sequence[str], completions: Sequence[str], columns: dict[str, list] | None = None
+    ) -> list:
+        texts = [
+            _render(self.tokenizer, self.prompt.format(problem=p, completion=c), None)
+            for p, c in zip(problems, completions)
+        ]
         was_training = self.model.training
         self.model.eval()
         scores: list[float] = []
         try:
             for i in range(0, len(texts), self.batch_size):
-                ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts[i:i + self.batch_size]]
+                ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts[i : i + self.batch_size]]
                 batch, mask = left_pad(ids, self.tokenizer.pad_token_id)  # [b, L], [b, L]
                 positions = (mask.cumsum(-1) - 1).clamp(min=0)  # [b, L]
                 device = _device(self.model)
-                logits = self.model(input_ids=batch.to(device), attention_mask=mask.to(device),
-                                    position_ids=positions.to(device), logits_to_keep=1).logits[:, -1].float()  # [b, V]
+                logits = (
+                    self.model(
+                        input_ids=batch.to(device),
+                        attention_mask=mask.to(device),
+                        position_ids=positions.to(device),
+                        logits_to_keep=1,
+                    )
+                    .logits[:, -1]
+                    .float()
+                )  # [b, V]
                 pair = logits[:, [self.yes_id, self.no_id]].softmax(-1)  # [b, 2]
                 scores.extend(pair[:, 0].tolist())
         finally:

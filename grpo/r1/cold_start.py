@@ -23,13 +23,14 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable
+from typing import Any
 
-from grpo.io import write_json, write_jsonl
-from grpo.config import help_field as _help, parse_config
+from grpo.config import help_field as _help
+from grpo.config import parse_config
 from grpo.data import extract_gold
-from grpo.io import read_jsonl
+from grpo.io import read_jsonl, write_json, write_jsonl
 
 CALCULATOR_RE = re.compile(r"<<[^<>]*>>")
 
@@ -38,10 +39,16 @@ CALCULATOR_RE = re.compile(r"<<[^<>]*>>")
 class ColdStartArguments:
     """Where the worked solutions come from and which of them are kept."""
 
-    source_file: str = _help("JSONL of worked solutions: GSM8K rows (question, answer ending in `#### N`) or rows "
-                             "with separate problem, reasoning and answer columns.", default="../shared/data/gsm8k/train.jsonl")
-    source_format: str = _help("`gsm8k` (question + worked answer ending in `#### N`) or `columns` "
-                               "(problem_column, reasoning_column, answer_column).", default="gsm8k")
+    source_file: str = _help(
+        "JSONL of worked solutions: GSM8K rows (question, answer ending in `#### N`) or rows "
+        "with separate problem, reasoning and answer columns.",
+        default="../shared/data/gsm8k/train.jsonl",
+    )
+    source_format: str = _help(
+        "`gsm8k` (question + worked answer ending in `#### N`) or `columns` "
+        "(problem_column, reasoning_column, answer_column).",
+        default="gsm8k",
+    )
     problem_column: str = _help("Problem column (source_format: columns).", default="problem")
     reasoning_column: str = _help("Reasoning column (source_format: columns).", default="reasoning")
     answer_column: str = _help("Final-answer column (source_format: columns).", default="answer")
@@ -49,14 +56,20 @@ class ColdStartArguments:
     max_rows: int | None = _help("Stop after this many kept rows (None = all).", default=None)
     min_reasoning_words: int = _help("Drop rows whose reasoning has fewer words (whitespace-separated).", default=10)
     max_reasoning_words: int = _help("Drop rows whose reasoning has more words.", default=200)
-    target_language: str = _help("Language of the chains of thought (`rewards.language` codes: en, zh, ...).", default="en")
-    min_language_consistency: float = _help("Drop rows whose reasoning has a lower share of target-language words.", default=0.95)
+    target_language: str = _help(
+        "Language of the chains of thought (`rewards.language` codes: en, zh, ...).", default="en"
+    )
+    min_language_consistency: float = _help(
+        "Drop rows whose reasoning has a lower share of target-language words.", default=0.95
+    )
 
     def __post_init__(self) -> None:
         if self.source_format not in ("gsm8k", "columns"):
             raise ValueError(f"source_format must be gsm8k or columns, got {self.source_format!r}")
         if self.min_reasoning_words > self.max_reasoning_words:
-            raise ValueError(f"min_reasoning_words ({self.min_reasoning_words}) > max_reasoning_words ({self.max_reasoning_words})")
+            raise ValueError(
+                f"min_reasoning_words ({self.min_reasoning_words}) > max_reasoning_words ({self.max_reasoning_words})"
+            )
 
 
 COLD_START_CLASSES = (ColdStartArguments,)  # the argument classes of a `grpo cold_start` recipe
@@ -131,9 +144,16 @@ def build_cold_start(rows: Iterable[tuple[str, dict[str, Any]]], args: ColdStart
         if reason:
             rejected[reason] += 1
             continue
-        kept.append({"problem": problem, "reasoning": reasoning, "answer": answer,
-                     "completion": r1_completion(reasoning, answer), "solution": answer,
-                     "source": os.path.basename(args.source_file)})
+        kept.append(
+            {
+                "problem": problem,
+                "reasoning": reasoning,
+                "answer": answer,
+                "completion": r1_completion(reasoning, answer),
+                "solution": answer,
+                "source": os.path.basename(args.source_file),
+            }
+        )
     return kept, {"rows_read": read, "kept": len(kept), "rejected": rejected}
 
 

@@ -32,8 +32,9 @@ import dataclasses
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -60,12 +61,14 @@ class Stage:
 
 def _argument_classes(kind: str) -> tuple:
     """The argument classes that the subcommand of ``kind`` parses its recipe into."""
-    from grpo.r1.cold_start import COLD_START_CLASSES
     from grpo.config import CONFIG_CLASSES
+    from grpo.r1.cold_start import COLD_START_CLASSES
     from grpo.r1.sample import SAMPLE_CLASSES
     from grpo.r1.sft import SFT_CLASSES
 
-    return {"cold_start": COLD_START_CLASSES, "sft": SFT_CLASSES, "grpo": CONFIG_CLASSES, "sample": SAMPLE_CLASSES}[kind]
+    return {"cold_start": COLD_START_CLASSES, "sft": SFT_CLASSES, "grpo": CONFIG_CLASSES, "sample": SAMPLE_CLASSES}[
+        kind
+    ]
 
 
 def stage_fields(kind: str) -> set[str]:
@@ -143,7 +146,8 @@ def resolve_stage(pipeline: dict[str, Any], stages: list[Stage], index: int, bas
         if isinstance(data, list):  # several data stages: their rows concatenated, in the listed order
             recipe["dataset_name"] = concatenate_data(
                 [os.path.join(pipeline["output_dir"], d, "data.jsonl") for d in data],
-                os.path.join(stage_dir(pipeline, stage), "train_data.jsonl"))
+                os.path.join(stage_dir(pipeline, stage), "train_data.jsonl"),
+            )
         elif data is not None:
             recipe["dataset_name"] = os.path.join(pipeline["output_dir"], data, "data.jsonl")
     return recipe
@@ -211,7 +215,9 @@ def mark_done(folder: str, info: dict[str, Any]) -> None:
     write_json(os.path.join(folder, DONE), info)
 
 
-def run_pipeline(path: str, runner: Callable[[str, str, str], None] = run_stage, only: list[str] | None = None) -> list[str]:
+def run_pipeline(
+    path: str, runner: Callable[[str, str, str], None] = run_stage, only: list[str] | None = None
+) -> list[str]:
     """Run every incomplete stage of the pipeline recipe at ``path`` in order (``only``: these stage names);
     returns the names of the stages that ran. ``runner(kind, recipe_path, folder)`` runs one stage."""
     pipeline, stages = load_pipeline(path)
@@ -220,7 +226,9 @@ def run_pipeline(path: str, runner: Callable[[str, str, str], None] = run_stage,
     for i, stage in enumerate(stages):
         folder = stage_dir(pipeline, stage)
         if is_complete(folder, stage.kind) or (only and stage.name not in only):
-            print(f"grpo pipeline: stage {stage.name} ({stage.kind}) {'complete' if not only or stage.name in only else 'not selected'}, skipped")
+            print(
+                f"grpo pipeline: stage {stage.name} ({stage.kind}) {'complete' if not only or stage.name in only else 'not selected'}, skipped"
+            )
             continue
         os.makedirs(folder, exist_ok=True)
         recipe = resolve_stage(pipeline, stages, i, _recipe_base(base_dir, stage))
@@ -233,8 +241,15 @@ def run_pipeline(path: str, runner: Callable[[str, str, str], None] = run_stage,
         runner(stage.kind, recipe_path, folder)
         if not os.path.exists(os.path.join(folder, ARTEFACT[stage.kind])):
             raise RuntimeError(f"stage {stage.name} finished without writing {ARTEFACT[stage.kind]}")
-        mark_done(folder, {"stage": stage.name, "kind": stage.kind, "seconds": round(time.time() - start, 1),
-                           "artefact": os.path.join(folder, ARTEFACT[stage.kind])})
+        mark_done(
+            folder,
+            {
+                "stage": stage.name,
+                "kind": stage.kind,
+                "seconds": round(time.time() - start, 1),
+                "artefact": os.path.join(folder, ARTEFACT[stage.kind]),
+            },
+        )
         ran.append(stage.name)
     return ran
 
@@ -251,8 +266,11 @@ def pipeline_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="grpo pipeline", description="Run a multi-stage (DeepSeek-R1) pipeline.")
     parser.add_argument("recipe", help="pipeline recipe (YAML with output_dir and stages)")
     parser.add_argument("--only", default=None, help="comma-separated stage names to run (the others are skipped)")
-    parser.add_argument("--launcher", default=None,
-                        help="start sft and grpo stages with this command, e.g. 'accelerate launch --config_file X'")
+    parser.add_argument(
+        "--launcher",
+        default=None,
+        help="start sft and grpo stages with this command, e.g. 'accelerate launch --config_file X'",
+    )
     ns = parser.parse_args(argv)
     runner = launcher_runner(ns.launcher) if ns.launcher else run_stage
     ran = run_pipeline(ns.recipe, runner=runner, only=ns.only.split(",") if ns.only else None)

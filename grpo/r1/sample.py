@@ -44,13 +44,17 @@ class SampleArguments:
     num_prompts: int | None = _help("Sample the first N prompts of the data set (None = all).", default=None)
     prompt_offset: int = _help("Skip this many prompts first (e.g. the ones an RL stage trained on).", default=0)
     sample_batch_size: int = _help("Prompts per generate call.", default=8)
-    format_strict: bool = _help("Exact newlines around the tags (the strict `format` reward) instead of any whitespace.",
-                                default=True)
+    format_strict: bool = _help(
+        "Exact newlines around the tags (the strict `format` reward) instead of any whitespace.", default=True
+    )
     target_language: str = _help("Language the chains of thought must be in (rewards.language codes).", default="en")
-    min_language_consistency: float = _help("Least share of target-language words in the chain of thought.", default=0.95)
+    min_language_consistency: float = _help(
+        "Least share of target-language words in the chain of thought.", default=0.95
+    )
     repetition_ngram_size: int = _help("n of the word n-grams counted for repetition.", default=4)
-    max_repetition: float = _help("Most share of repeated n-grams (1 - unique/total) a kept completion may have.",
-                                  default=0.2)
+    max_repetition: float = _help(
+        "Most share of repeated n-grams (1 - unique/total) a kept completion may have.", default=0.2
+    )
 
     def __post_init__(self) -> None:
         for name in ("num_samples", "max_per_prompt", "sample_batch_size", "repetition_ngram_size"):
@@ -71,8 +75,13 @@ def normalise(text: str) -> str:
 CHECKS = ("incorrect", "format", "truncated", "language", "repetition")
 
 
-def failed_checks(completions: list[str], solutions: list[str], truncated: list[bool], args: SampleArguments,
-                  think_prefilled: bool = False) -> list[list[str]]:
+def failed_checks(
+    completions: list[str],
+    solutions: list[str],
+    truncated: list[bool],
+    args: SampleArguments,
+    think_prefilled: bool = False,
+) -> list[list[str]]:
     """Every check each completion fails, in the order of ``CHECKS`` (``incorrect``: accuracy reward != 1,
     ``format``: format reward != 1, ``truncated``: no EOS, ``language``: language consistency below
     ``min_language_consistency``, ``repetition``: repeated n-gram share above ``max_repetition``); [] = passes.
@@ -87,14 +96,24 @@ def failed_checks(completions: list[str], solutions: list[str], truncated: list[
     failed = []
     for i, text in enumerate(completions):
         repeated = -repetition_penalty(text, args.repetition_ngram_size, -1.0)
-        passes = (correct[i] == 1.0, formatted[i] == 1.0, not truncated[i],
-                  language[i] >= args.min_language_consistency, repeated <= args.max_repetition)
+        passes = (
+            correct[i] == 1.0,
+            formatted[i] == 1.0,
+            not truncated[i],
+            language[i] >= args.min_language_consistency,
+            repeated <= args.max_repetition,
+        )
         failed.append([name for name, ok in zip(CHECKS, passes) if not ok])
     return failed
 
 
-def rejection_reasons(completions: list[str], solutions: list[str], truncated: list[bool], args: SampleArguments,
-                      think_prefilled: bool = False) -> list[str | None]:
+def rejection_reasons(
+    completions: list[str],
+    solutions: list[str],
+    truncated: list[bool],
+    args: SampleArguments,
+    think_prefilled: bool = False,
+) -> list[str | None]:
     """The first failed check of each completion (see :func:`failed_checks`), or None when it passes them all.
     Duplicates and the per-prompt cap are decided by :func:`select_completions`."""
     return [f[0] if f else None for f in failed_checks(completions, solutions, truncated, args, think_prefilled)]
@@ -117,8 +136,14 @@ def select_completions(completions: list[str], reasons: list[str | None], max_pe
 
 
 def empty_stats() -> dict[str, Any]:
-    return {"prompts": 0, "completions": 0, "accepted": 0, "prompts_with_accepted": 0,
-            "rejected": {r: 0 for r in REASONS}, "failed": {c: 0 for c in CHECKS}}
+    return {
+        "prompts": 0,
+        "completions": 0,
+        "accepted": 0,
+        "prompts_with_accepted": 0,
+        "rejected": {r: 0 for r in REASONS},
+        "failed": {c: 0 for c in CHECKS},
+    }
 
 
 def add_group(stats: dict[str, Any], final: list[str | None], failed: list[list[str]] | None = None) -> None:
@@ -152,45 +177,63 @@ def finish_stats(by_source: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def run_sample(model_args: ModelArguments, data_args: DataArguments, args: GRPOArguments, sample: SampleArguments) -> str:
+def run_sample(
+    model_args: ModelArguments, data_args: DataArguments, args: GRPOArguments, sample: SampleArguments
+) -> str:
     """Sample, filter and write ``output_dir/data.jsonl`` and ``output_dir/stats.json``; returns the data path."""
     import torch
     from accelerate.utils import set_seed
 
-    from grpo.io import write_json, write_jsonl
     from grpo.data import THINK_PREFILL, build_prompt_dataset
+    from grpo.io import write_json, write_jsonl
     from grpo.model import load_policy, load_tokenizer
     from grpo.samplers import build_run_sampler
 
     set_seed(args.seed)
     model_args.use_peft = False  # sample from the model as it is (no fresh LoRA adapter)
     tokenizer = load_tokenizer(model_args)
-    rows = build_prompt_dataset(data_args, tokenizer).rows[sample.prompt_offset:]
-    rows = rows[:sample.num_prompts] if sample.num_prompts is not None else rows
+    rows = build_prompt_dataset(data_args, tokenizer).rows[sample.prompt_offset :]
+    rows = rows[: sample.num_prompts] if sample.num_prompts is not None else rows
     model = load_policy(model_args).to("cuda" if torch.cuda.is_available() else "cpu").eval()
     sampler = build_run_sampler(model, tokenizer, args)  # the recipe's vllm_* settings too
     default_source = os.path.basename(data_args.dataset_name.rstrip("/"))
     kept, by_source, k = [], {}, sample.num_samples
     prefix = THINK_PREFILL if data_args.think_prefill else ""  # stored completions always open <think>
     for start in range(0, len(rows), sample.sample_batch_size):
-        chunk = rows[start:start + sample.sample_batch_size]
+        chunk = rows[start : start + sample.sample_batch_size]
         rollout = sampler.generate([r["prompt_ids"] for r in chunk], k)
         texts, lengths = rollout.completions, rollout.completion_mask.sum(1).tolist()  # [B*K], [B*K] tokens
-        failed = failed_checks(texts, [r["solution"] for r in chunk for _ in range(k)], rollout.truncated.tolist(),
-                               sample, data_args.think_prefill)
+        failed = failed_checks(
+            texts,
+            [r["solution"] for r in chunk for _ in range(k)],
+            rollout.truncated.tolist(),
+            sample,
+            data_args.think_prefill,
+        )
         reasons = [f[0] if f else None for f in failed]
         for b, row in enumerate(chunk):
             group = slice(b * k, (b + 1) * k)
             final = select_completions(texts[group], reasons[group], sample.max_per_prompt)
             source = str(row.get("source") or default_source)
             add_group(by_source.setdefault(source, empty_stats()), final, failed[group])
-            kept += [{"problem": row["problem"], "prompt": row["prompt"], "completion": prefix + text,
-                      "solution": row["solution"], "source": source, "length": int(n)}
-                     for text, n, reason in zip(texts[group], lengths[group], final) if reason is None]
+            kept += [
+                {
+                    "problem": row["problem"],
+                    "prompt": row["prompt"],
+                    "completion": prefix + text,
+                    "solution": row["solution"],
+                    "source": source,
+                    "length": int(n),
+                }
+                for text, n, reason in zip(texts[group], lengths[group], final)
+                if reason is None
+            ]
         print(f"grpo sample: {start + len(chunk)}/{len(rows)} prompts, {len(kept)} completions kept")
     os.makedirs(args.output_dir, exist_ok=True)
-    write_json(os.path.join(args.output_dir, "stats.json"),
-               {"model": model_args.model_name_or_path, "sources": finish_stats(by_source), "arguments": asdict(sample)})
+    write_json(
+        os.path.join(args.output_dir, "stats.json"),
+        {"model": model_args.model_name_or_path, "sources": finish_stats(by_source), "arguments": asdict(sample)},
+    )
     path = os.path.join(args.output_dir, "data.jsonl")
     write_jsonl(path, kept)
     return path

@@ -35,25 +35,35 @@ from grpo.export import save_standalone
 class SFTArguments:
     """Optimisation and output of ``grpo sft``; every other ``trl.SFTConfig`` field goes through ``sft_kwargs``."""
 
-    output_dir: str = _help("Folder for the final model (output_dir/model) and trainer checkpoints.", default="outputs/sft")
+    output_dir: str = _help(
+        "Folder for the final model (output_dir/model) and trainer checkpoints.", default="outputs/sft"
+    )
     seed: int = _help("Seed of the run (data order, LoRA init).", default=42)
     num_train_epochs: float = _help("Passes over the data (ignored when max_steps > 0).", default=2.0)
     max_steps: int = _help("Optimizer steps; -1 = num_train_epochs.", default=-1)
     learning_rate: float = _help("Peak AdamW learning rate.", default=1e-5)
-    lr_scheduler_type: str = _help("transformers scheduler name (`constant`, `cosine`, `linear`, ...).", default="cosine")
-    warmup_steps: float = _help("Linear warmup: a number of steps, or a share of all steps when in [0, 1).", default=0.03)
+    lr_scheduler_type: str = _help(
+        "transformers scheduler name (`constant`, `cosine`, `linear`, ...).", default="cosine"
+    )
+    warmup_steps: float = _help(
+        "Linear warmup: a number of steps, or a share of all steps when in [0, 1).", default=0.03
+    )
     weight_decay: float = _help("AdamW decoupled weight decay.", default=0.0)
     max_grad_norm: float = _help("Gradient-norm clip.", default=1.0)
     per_device_train_batch_size: int = _help("Sequences per micro-batch on each process.", default=8)
     gradient_accumulation_steps: int = _help("Micro-batches per optimizer step.", default=1)
-    max_length: int = _help("Tokens per prompt+completion; longer rows are dropped (and counted), never truncated.",
-                            default=1024)
-    mixed_precision: str = _help("`auto` (bf16 on GPUs that support it, else fp32), `no`, `bf16` or `fp16`.", default="auto")
+    max_length: int = _help(
+        "Tokens per prompt+completion; longer rows are dropped (and counted), never truncated.", default=1024
+    )
+    mixed_precision: str = _help(
+        "`auto` (bf16 on GPUs that support it, else fp32), `no`, `bf16` or `fp16`.", default="auto"
+    )
     logging_steps: int = _help("Log the loss every N steps.", default=5)
     save_steps: int = _help("Trainer checkpoint every N steps (0 = none; a rerun resumes from the newest).", default=0)
     report_to: list[str] = _help("Trackers: none, wandb, tensorboard.", default_factory=lambda: ["none"])
-    sft_kwargs: JsonDict = _help("Any other trl.SFTConfig field, e.g. {\"packing\": true} (JSON on the command line).",
-                                 default_factory=dict)
+    sft_kwargs: JsonDict = _help(
+        'Any other trl.SFTConfig field, e.g. {"packing": true} (JSON on the command line).', default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         self.sft_kwargs = dict(JsonDict(self.sft_kwargs))
@@ -80,15 +90,21 @@ def sft_example(row: dict[str, Any], where: str, tokenizer, data_args: DataArgum
         raise ValueError(f"{where}: no 'completion' string and no 'messages' list; columns are {sorted(row)}")
     problem = next((row[c] for c in ("problem", "question") if isinstance(row.get(c), str)), None)
     if problem is not None:
-        prompt = render_prompt(problem, tokenizer, data_args.prompt_template, data_args.system_prompt,
-                               data_args.instruction, data_args.think_prefill)
+        prompt = render_prompt(
+            problem,
+            tokenizer,
+            data_args.prompt_template,
+            data_args.system_prompt,
+            data_args.instruction,
+            data_args.think_prefill,
+        )
     elif isinstance(row.get("prompt"), str):
         prompt = row["prompt"]
     else:
         raise ValueError(f"{where}: needs a problem (one of {PROMPT_COLUMNS}) or a rendered 'prompt' string")
     completion = row["completion"]
     if prompt.endswith(THINK_PREFILL) and completion.startswith(THINK_PREFILL):
-        completion = completion[len(THINK_PREFILL):]
+        completion = completion[len(THINK_PREFILL) :]
     return {"prompt": prompt, "completion": completion}
 
 
@@ -119,14 +135,25 @@ def sft_config(args: SFTArguments):
 
     precision = resolve_mixed_precision(args.mixed_precision)
     return SFTConfig(
-        output_dir=os.path.join(args.output_dir, "checkpoints"), seed=args.seed, num_train_epochs=args.num_train_epochs,
-        max_steps=args.max_steps, learning_rate=args.learning_rate, lr_scheduler_type=args.lr_scheduler_type,
-        warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm,
+        output_dir=os.path.join(args.output_dir, "checkpoints"),
+        seed=args.seed,
+        num_train_epochs=args.num_train_epochs,
+        max_steps=args.max_steps,
+        learning_rate=args.learning_rate,
+        lr_scheduler_type=args.lr_scheduler_type,
+        warmup_steps=args.warmup_steps,
+        weight_decay=args.weight_decay,
+        max_grad_norm=args.max_grad_norm,
         per_device_train_batch_size=args.per_device_train_batch_size,
-        gradient_accumulation_steps=args.gradient_accumulation_steps, max_length=args.max_length,
-        bf16=precision == "bf16", fp16=precision == "fp16", logging_steps=args.logging_steps,
-        save_strategy="steps" if args.save_steps else "no", save_steps=args.save_steps or 500,
-        report_to=[t for t in args.report_to if t != "none"] or "none", completion_only_loss=True,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        max_length=args.max_length,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        logging_steps=args.logging_steps,
+        save_strategy="steps" if args.save_steps else "no",
+        save_steps=args.save_steps or 500,
+        report_to=[t for t in args.report_to if t != "none"] or "none",
+        completion_only_loss=True,
         **args.sft_kwargs,
     )
 
@@ -144,8 +171,12 @@ def run_sft(model_args: ModelArguments, data_args: DataArguments, args: SFTArgum
     examples, dropped = build_sft_examples(data_args, tokenizer, args.max_length)
     print(f"grpo sft: {len(examples)} examples from {data_args.dataset_name} ({dropped} over max_length dropped)")
     config = sft_config(args)
-    trainer = SFTTrainer(model=load_policy(model_args), args=config, train_dataset=datasets.Dataset.from_list(examples),
-                         processing_class=tokenizer)
+    trainer = SFTTrainer(
+        model=load_policy(model_args),
+        args=config,
+        train_dataset=datasets.Dataset.from_list(examples),
+        processing_class=tokenizer,
+    )
     resume = get_last_checkpoint(config.output_dir) if os.path.isdir(config.output_dir) else None
     trainer.train(resume_from_checkpoint=resume)
     if not trainer.is_world_process_zero():

@@ -46,7 +46,7 @@ class Sampler(ABC):
             A ``Rollout`` of N = B*G rows, the G completions of prompt b at rows b*G .. b*G+G-1.
         """
 
-    def with_config(self, config: SamplingConfig) -> "Sampler":
+    def with_config(self, config: SamplingConfig) -> Sampler:
         """A sampler on the same weights with other sampling settings (say a shorter cap, or stop strings),
         used to continue generation in steps (thinking budgets). The default builds a new sampler of the
         same class from ``self.model`` and ``self.tokenizer``; a sampler that owns an engine (vLLM) must
@@ -58,8 +58,11 @@ class Sampler(ABC):
         """Make the sampler sample from ``model``'s current weights; returns the seconds it took."""
 
 
-SAMPLERS = {"hf": "grpo.samplers.hf:HFSampler", "vllm": "grpo.samplers.vllm:VLLMSampler",
-            "replay": "grpo.samplers.replay:ReplaySampler"}  # replay: fixed completions, for tests
+SAMPLERS = {
+    "hf": "grpo.samplers.hf:HFSampler",
+    "vllm": "grpo.samplers.vllm:VLLMSampler",
+    "replay": "grpo.samplers.replay:ReplaySampler",
+}  # replay: fixed completions, for tests
 
 
 def resolve_sampler_name(name: str = "auto") -> str:

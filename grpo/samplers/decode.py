@@ -61,8 +61,9 @@ def top_p_filter(scores: Tensor, top_p: float) -> Tensor:
     return scores.masked_fill(remove, float("-inf"))
 
 
-def categorical(weights: Tensor, generator: torch.Generator | None = None, block: int = 256,
-                uniforms: Tensor | None = None) -> Tensor:
+def categorical(
+    weights: Tensor, generator: torch.Generator | None = None, block: int = 256, uniforms: Tensor | None = None
+) -> Tensor:
     """One draw per row from the categorical distribution proportional to ``weights`` ``[N, V]`` (>= 0).
 
     Inverse CDF in two levels: float64 sums of blocks of ``block`` tokens, one uniform per row picks a
@@ -90,8 +91,9 @@ def categorical(weights: Tensor, generator: torch.Generator | None = None, block
     return (b * block + j).squeeze(1)
 
 
-def next_tokens(logits: Tensor, config: SamplingConfig, generator: torch.Generator | None = None,
-                uniforms: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def next_tokens(
+    logits: Tensor, config: SamplingConfig, generator: torch.Generator | None = None, uniforms: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """One decoding step on ``[N, V]`` logits: the chosen tokens ``[N]`` and their log-probs ``[N]``.
 
     The log-prob is under softmax(logits / temperature) over the full vocabulary (temperature 1 when
@@ -122,8 +124,8 @@ def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
     mask = torch.zeros((len(sequences), width), dtype=torch.long)
     for i, seq in enumerate(sequences):
         if seq:
-            ids[i, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
-            mask[i, width - len(seq):] = 1
+            ids[i, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+            mask[i, width - len(seq) :] = 1
     return ids, mask
 
 
@@ -155,9 +157,9 @@ class _RoomyLayer(DynamicLayer):
                 buffers.append(buffer)
             self._buffers = (buffers[0], buffers[1])
         k_buf, v_buf = self._buffers
-        k_buf[..., length:length + new, :] = key_states
-        v_buf[..., length:length + new, :] = value_states
-        self.keys, self.values = k_buf[..., :length + new, :], v_buf[..., :length + new, :]
+        k_buf[..., length : length + new, :] = key_states
+        v_buf[..., length : length + new, :] = value_states
+        self.keys, self.values = k_buf[..., : length + new, :], v_buf[..., : length + new, :]
         return self.keys, self.values
 
     def batch_repeat_interleave(self, repeats: int) -> None:
@@ -254,8 +256,14 @@ def sample_groups(
     steps = 0
     try:
         attn = mask.to(device)
-        out = model(input_ids=ids.to(device), attention_mask=attn, position_ids=(attn.cumsum(-1) - 1).clamp(min=0),
-                    past_key_values=_new_cache(model, ids.shape[1] + t_max), use_cache=True, logits_to_keep=1)
+        out = model(
+            input_ids=ids.to(device),
+            attention_mask=attn,
+            position_ids=(attn.cumsum(-1) - 1).clamp(min=0),
+            past_key_values=_new_cache(model, ids.shape[1] + t_max),
+            use_cache=True,
+            logits_to_keep=1,
+        )
         cache = out.past_key_values
         logits = out.logits[:, -1].float().repeat_interleave(g, dim=0)  # [N, V]: one prefill per prompt
         del out
@@ -265,8 +273,11 @@ def sample_groups(
         for step in range(t_max):
             # one uniform per row of the whole rollout and step, so a row's draws do not depend on which
             # other rows have finished (the same seed gives the same row with or without stop strings)
-            uniforms = torch.rand(n, dtype=torch.float64, device=device, generator=generator)[rows] \
-                if config.temperature > 0 else None
+            uniforms = (
+                torch.rand(n, dtype=torch.float64, device=device, generator=generator)[rows]
+                if config.temperature > 0
+                else None
+            )
             tokens, token_logprobs = next_tokens(logits, config, generator, uniforms)  # [n_active]
             steps = step + 1
             live = ~finished[rows]  # [n_active] (all True when finished rows are dropped)
@@ -287,8 +298,13 @@ def sample_groups(
             attn = torch.cat([attn, attn.new_ones((attn.shape[0], 1))], dim=1)
             if not drop_finished:  # like generate: finished rows go on decoding pad tokens
                 tokens = torch.where(finished[rows], pad_id, tokens)
-            out = model(input_ids=tokens[:, None], attention_mask=attn, position_ids=attn.sum(-1, keepdim=True) - 1,
-                        past_key_values=cache, use_cache=True)
+            out = model(
+                input_ids=tokens[:, None],
+                attention_mask=attn,
+                position_ids=attn.sum(-1, keepdim=True) - 1,
+                past_key_values=cache,
+                use_cache=True,
+            )
             logits = out.logits[:, -1]
             del out
     finally:
@@ -297,5 +313,12 @@ def sample_groups(
     completion_ids = completion_ids[:, :steps].masked_fill(completion_mask == 0, pad_id)
     logprobs = logprobs[:, :steps].masked_fill(completion_mask == 0, 0.0)
     texts = tokenizer.batch_decode(completion_ids.cpu(), skip_special_tokens=True)
-    return Rollout(ids.repeat_interleave(g, dim=0).to(device), mask.repeat_interleave(g, dim=0).to(device),
-                   completion_ids, completion_mask, ~finished, texts, logprobs)
+    return Rollout(
+        ids.repeat_interleave(g, dim=0).to(device),
+        mask.repeat_interleave(g, dim=0).to(device),
+        completion_ids,
+        completion_mask,
+        ~finished,
+        texts,
+        logprobs,
+    )

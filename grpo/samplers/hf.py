@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import torch
+
 from grpo.samplers.base import Sampler, SamplingConfig
 from grpo.samplers.decode import left_pad, sample_groups  # noqa: F401 (left_pad re-exported)
 from grpo.types import Rollout
@@ -27,6 +28,7 @@ def first_stop_end(tokenizer, ids: list[int], stop: tuple[str, ...]) -> int | No
     Generation halts at the token completing a stop string, so that is usually the last token: two
     decodes. Otherwise a binary search over prefixes: O(log T) decodes of at most T tokens.
     """
+
     def has_stop(j: int) -> bool:
         text = tokenizer.decode(ids[:j], skip_special_tokens=True)
         return any(s in text for s in stop)

@@ -57,13 +57,15 @@ class ReplaySampler(Sampler):
         completion_ids = torch.full((len(completions), width), self.tokenizer.pad_token_id, dtype=torch.long)  # [N, T]
         completion_mask = torch.zeros_like(completion_ids)  # [N, T]
         for row, ids in enumerate(completions):
-            completion_ids[row, :len(ids)] = torch.tensor(ids)
-            completion_mask[row, :len(ids)] = 1
+            completion_ids[row, : len(ids)] = torch.tensor(ids)
+            completion_mask[row, : len(ids)] = 1
         truncated = torch.tensor([c[-1] != self.eos_id for c in completions])  # [N]
-        prompts, prompt_mask = left_pad([p for p in prompt_ids for _ in range(num_generations)],
-                                        self.tokenizer.pad_token_id)  # [N, P]
-        texts = self.tokenizer.batch_decode(completion_ids.masked_fill(completion_mask == 0, self.eos_id),
-                                            skip_special_tokens=True)
+        prompts, prompt_mask = left_pad(
+            [p for p in prompt_ids for _ in range(num_generations)], self.tokenizer.pad_token_id
+        )  # [N, P]
+        texts = self.tokenizer.batch_decode(
+            completion_ids.masked_fill(completion_mask == 0, self.eos_id), skip_special_tokens=True
+        )
         return Rollout(prompts, prompt_mask, completion_ids, completion_mask, truncated, texts)
 
     def sync_weights(self, model: torch.nn.Module) -> float:

@@ -28,8 +28,8 @@ import torch
 
 from grpo.samplers.base import Sampler, SamplingConfig
 from grpo.samplers.decode import default_eos_ids, left_pad
-from grpo.types import Rollout
 from grpo.samplers.weight_sync import policy_weights
+from grpo.types import Rollout
 
 CPU_KV_CACHE_GB = 1.0  # vLLM's CPU default is half the free memory, far too much beside training
 
@@ -51,23 +51,31 @@ def engine_kwargs(model: torch.nn.Module, args) -> dict:
         dtype = "bfloat16" if on_gpu and torch.cuda.is_bf16_supported() else str(next(model.parameters()).dtype)
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
     # engines of different tensor-parallel groups draw different samples; the ranks of one group the same
-    kwargs = dict(model=base_model_path(model), dtype=dtype.removeprefix("torch."),
-                  seed=args.seed + rank // args.vllm_tensor_parallel_size,
-                  tensor_parallel_size=args.vllm_tensor_parallel_size, enable_prefix_caching=True,
-                  logprobs_mode="processed_logprobs", enforce_eager=args.vllm_enforce_eager)
+    kwargs = dict(
+        model=base_model_path(model),
+        dtype=dtype.removeprefix("torch."),
+        seed=args.seed + rank // args.vllm_tensor_parallel_size,
+        tensor_parallel_size=args.vllm_tensor_parallel_size,
+        enable_prefix_caching=True,
+        logprobs_mode="processed_logprobs",
+        enforce_eager=args.vllm_enforce_eager,
+    )
     if args.vllm_max_model_len:
         kwargs["max_model_len"] = args.vllm_max_model_len
     kv_gb = args.vllm_kv_cache_gb or (0.0 if on_gpu else CPU_KV_CACHE_GB)
     if kv_gb:
         kwargs["kv_cache_memory_bytes"] = int(kv_gb * 2**30)
     if on_gpu:
-        kwargs.update(gpu_memory_utilization=args.vllm_gpu_memory_utilization,
-                      enable_sleep_mode=args.vllm_enable_sleep_mode)
+        kwargs.update(
+            gpu_memory_utilization=args.vllm_gpu_memory_utilization, enable_sleep_mode=args.vllm_enable_sleep_mode
+        )
     world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     if world > 1 or args.vllm_tensor_parallel_size > 1:
         if world % args.vllm_tensor_parallel_size:
-            raise ValueError(f"vllm_tensor_parallel_size={args.vllm_tensor_parallel_size} must divide the number of "
-                             f"training processes ({world}): each engine is sharded over that many processes")
+            raise ValueError(
+                f"vllm_tensor_parallel_size={args.vllm_tensor_parallel_size} must divide the number of "
+                f"training processes ({world}): each engine is sharded over that many processes"
+            )
         kwargs["distributed_executor_backend"] = "external_launcher"
     return kwargs
 
@@ -108,9 +116,11 @@ class _Engine:
         size = torch.distributed.get_world_size(self.tp_group)
         everyone: list = [None] * size
         torch.distributed.all_gather_object(everyone, prompts, group=self.tp_group)
-        outputs = self.llm.generate([{"prompt_token_ids": p} for part in everyone for p in part], params, use_tqdm=False)
-        start = sum(len(part) for part in everyone[:torch.distributed.get_rank(self.tp_group)])
-        return outputs[start:start + len(prompts)]
+        outputs = self.llm.generate(
+            [{"prompt_token_ids": p} for part in everyone for p in part], params, use_tqdm=False
+        )
+        start = sum(len(part) for part in everyone[: torch.distributed.get_rank(self.tp_group)])
+        return outputs[start : start + len(prompts)]
 
     def wake(self, tags: set[str]) -> None:
         """Wake the parts ``tags`` (``weights``, ``kv_cache``) that sleep."""
@@ -140,7 +150,9 @@ class VLLMSampler(Sampler):
         ImportError: vllm is not installed.
     """
 
-    def __init__(self, model: torch.nn.Module, tokenizer, config: SamplingConfig, args=None, engine: _Engine | None = None):
+    def __init__(
+        self, model: torch.nn.Module, tokenizer, config: SamplingConfig, args=None, engine: _Engine | None = None
+    ):
         if args is None:
             from grpo.config import GRPOArguments
 
@@ -152,7 +164,7 @@ class VLLMSampler(Sampler):
             self.engine = _Engine(model, args)
             self.sync_weights(model)
 
-    def with_config(self, config: SamplingConfig) -> "VLLMSampler":
+    def with_config(self, config: SamplingConfig) -> VLLMSampler:
         """The same engine (and weights) with other sampling settings."""
         return VLLMSampler(self.model, self.tokenizer, config, self.args, engine=self.engine)
 
@@ -160,10 +172,19 @@ class VLLMSampler(Sampler):
         from vllm import SamplingParams
 
         c = self.config
-        return SamplingParams(n=n, max_tokens=c.max_completion_length, temperature=c.temperature, top_p=c.top_p,
-                              top_k=c.top_k if c.top_k > 0 else -1, stop=list(c.stop) or None,
-                              include_stop_str_in_output=True, stop_token_ids=self.eos_ids, skip_special_tokens=True,
-                              detokenize=bool(c.stop), **extra)  # texts are decoded here; vLLM only for stop strings
+        return SamplingParams(
+            n=n,
+            max_tokens=c.max_completion_length,
+            temperature=c.temperature,
+            top_p=c.top_p,
+            top_k=c.top_k if c.top_k > 0 else -1,
+            stop=list(c.stop) or None,
+            include_stop_str_in_output=True,
+            stop_token_ids=self.eos_ids,
+            skip_special_tokens=True,
+            detokenize=bool(c.stop),
+            **extra,
+        )  # texts are decoded here; vLLM only for stop strings
 
     @torch.no_grad()
     def generate(self, prompt_ids: list[list[int]], num_generations: int) -> Rollout:
@@ -182,15 +203,24 @@ class VLLMSampler(Sampler):
         completion_ids = torch.full((len(rows), t), pad_id, dtype=torch.long)  # [N, T]
         logprobs = torch.zeros((len(rows), t))  # [N, T]
         for i, c in enumerate(rows):
-            completion_ids[i, :len(c.token_ids)] = torch.tensor(c.token_ids, dtype=torch.long)
-            logprobs[i, :len(c.token_ids)] = torch.tensor([lp[tok].logprob for lp, tok in zip(c.logprobs, c.token_ids)])
+            completion_ids[i, : len(c.token_ids)] = torch.tensor(c.token_ids, dtype=torch.long)
+            logprobs[i, : len(c.token_ids)] = torch.tensor(
+                [lp[tok].logprob for lp, tok in zip(c.logprobs, c.token_ids)]
+            )
         lengths = torch.tensor([len(c.token_ids) for c in rows])  # [N]
         mask = (torch.arange(t)[None, :] < lengths[:, None]).long()  # [N, T]
         truncated = torch.tensor([c.finish_reason == "length" for c in rows], dtype=torch.bool)  # [N]
         ids, prompt_mask = left_pad([list(p) for p in prompt_ids], pad_id)  # [B, P]
         texts = self.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
-        return Rollout(ids.repeat_interleave(num_generations, 0), prompt_mask.repeat_interleave(num_generations, 0),
-                       completion_ids, mask, truncated, texts, logprobs)
+        return Rollout(
+            ids.repeat_interleave(num_generations, 0),
+            prompt_mask.repeat_interleave(num_generations, 0),
+            completion_ids,
+            mask,
+            truncated,
+            texts,
+            logprobs,
+        )
 
     @torch.no_grad()
     def score(self, prompt_ids: list[list[int]], completion_ids: list[list[int]]) -> list[torch.Tensor]:
@@ -201,13 +231,15 @@ class VLLMSampler(Sampler):
 
         self.engine.wake({"weights", "kv_cache"})
         try:
-            outputs = self.engine.generate([list(p) + list(c) for p, c in zip(prompt_ids, completion_ids)],
-                                           SamplingParams(max_tokens=1, prompt_logprobs=0))
+            outputs = self.engine.generate(
+                [list(p) + list(c) for p, c in zip(prompt_ids, completion_ids)],
+                SamplingParams(max_tokens=1, prompt_logprobs=0),
+            )
         finally:
             self.engine.sleep()
         scores = []
         for out, p, c in zip(outputs, prompt_ids, completion_ids):
-            positions = out.prompt_logprobs[len(p):]  # entry j: log-prob of token j of prompt + completion
+            positions = out.prompt_logprobs[len(p) :]  # entry j: log-prob of token j of prompt + completion
             scores.append(torch.tensor([lp[tok].logprob for lp, tok in zip(positions, c)]))
         return scores
 
