@@ -129,6 +129,46 @@ def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
     return ids, mask
 
 
+def rollout_from_completions(
+    prompt_ids: list[list[int]],
+    num_generations: int,
+    completions: list[tuple[list[int], list[float], bool]],
+    tokenizer,
+) -> Rollout:
+    """A ``Rollout`` from an engine's completions (the vLLM samplers, colocated or server).
+
+    Args:
+        prompt_ids: B prompts as token-id lists.
+        num_generations: G; ``completions`` holds the G of prompt b at b*G .. b*G+G-1.
+        completions: N = B*G ``(token ids, the sampler's log-prob of each, truncated)``; the ids end at the
+            EOS or stop token when there was one (kept).
+        tokenizer: gives the pad id and decodes the texts (``skip_special_tokens=True``, as ``HFSampler``).
+    Returns:
+        Completions right-padded to the longest ``[N, T]``, with ``sampler_logprobs`` ``[N, T]`` (0 on padding).
+    """
+    pad_id = tokenizer.pad_token_id
+    t = max([len(ids) for ids, _, _ in completions] + [1])
+    completion_ids = torch.full((len(completions), t), pad_id, dtype=torch.long)  # [N, T]
+    logprobs = torch.zeros((len(completions), t))  # [N, T]
+    for i, (ids, lps, _) in enumerate(completions):
+        completion_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        logprobs[i, : len(ids)] = torch.tensor(lps, dtype=torch.float32)
+    lengths = torch.tensor([len(ids) for ids, _, _ in completions])  # [N]
+    mask = (torch.arange(t)[None, :] < lengths[:, None]).long()  # [N, T]
+    truncated = torch.tensor([trunc for _, _, trunc in completions], dtype=torch.bool)  # [N]
+    ids, prompt_mask = left_pad([list(p) for p in prompt_ids], pad_id)  # [B, P]
+    texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
+    return Rollout(
+        ids.repeat_interleave(num_generations, 0),
+        prompt_mask.repeat_interleave(num_generations, 0),
+        completion_ids,
+        mask,
+        truncated,
+        texts,
+        logprobs,
+    )
+
+
 class _RoomyLayer(DynamicLayer):
     """A ``DynamicLayer`` whose keys and values live in a buffer with room for the whole completion, so a
     decoding step writes one position in place instead of ``torch.cat`` -ing the whole cache (which

@@ -27,7 +27,7 @@ import time
 import torch
 
 from grpo.samplers.base import Sampler, SamplingConfig
-from grpo.samplers.decode import default_eos_ids, left_pad
+from grpo.samplers.decode import default_eos_ids, rollout_from_completions
 from grpo.samplers.weight_sync import policy_weights
 from grpo.types import Rollout
 
@@ -198,29 +198,15 @@ class VLLMSampler(Sampler):
         finally:
             self.engine.sleep()
         rows = [c for out in outputs for c in sorted(out.outputs, key=lambda c: c.index)]
-        pad_id = self.tokenizer.pad_token_id
-        t = max([len(c.token_ids) for c in rows] + [1])
-        completion_ids = torch.full((len(rows), t), pad_id, dtype=torch.long)  # [N, T]
-        logprobs = torch.zeros((len(rows), t))  # [N, T]
-        for i, c in enumerate(rows):
-            completion_ids[i, : len(c.token_ids)] = torch.tensor(c.token_ids, dtype=torch.long)
-            logprobs[i, : len(c.token_ids)] = torch.tensor(
-                [lp[tok].logprob for lp, tok in zip(c.logprobs, c.token_ids)]
+        completions = [
+            (
+                list(c.token_ids),
+                [lp[tok].logprob for lp, tok in zip(c.logprobs, c.token_ids)],
+                c.finish_reason == "length",
             )
-        lengths = torch.tensor([len(c.token_ids) for c in rows])  # [N]
-        mask = (torch.arange(t)[None, :] < lengths[:, None]).long()  # [N, T]
-        truncated = torch.tensor([c.finish_reason == "length" for c in rows], dtype=torch.bool)  # [N]
-        ids, prompt_mask = left_pad([list(p) for p in prompt_ids], pad_id)  # [B, P]
-        texts = self.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
-        return Rollout(
-            ids.repeat_interleave(num_generations, 0),
-            prompt_mask.repeat_interleave(num_generations, 0),
-            completion_ids,
-            mask,
-            truncated,
-            texts,
-            logprobs,
-        )
+            for c in rows
+        ]
+        return rollout_from_completions(prompt_ids, num_generations, completions, self.tokenizer)
 
     @torch.no_grad()
     def score(self, prompt_ids: list[list[int]], completion_ids: list[list[int]]) -> list[torch.Tensor]:
@@ -245,11 +231,19 @@ class VLLMSampler(Sampler):
 
     def sync_weights(self, model: torch.nn.Module) -> float:
         """Load ``model``'s current weights into the engine (bucketed, see the module doc), reset its prefix
-        cache; returns the seconds it took."""
+        cache; returns the seconds it took (the tensor bytes handed over: ``last_sync_bytes``)."""
         start = time.perf_counter()
         self.engine.wake({"weights"})
-        weights = policy_weights(model, self.args.vllm_sync_bucket_mb << 20)
-        self.engine.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
+        sent = 0
+
+        def weights():
+            nonlocal sent
+            for name, tensor in policy_weights(model, self.args.vllm_sync_bucket_mb << 20):
+                sent += tensor.numel() * tensor.element_size()
+                yield name, tensor
+
+        self.engine.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights()})
+        self.last_sync_bytes = sent
         self.engine.llm.reset_prefix_cache()
         self.model = model
         if torch.cuda.is_available():

@@ -1,7 +1,9 @@
 """Stream a policy's weights, by plain transformers name, in size-bounded buckets (for a vLLM sampler).
 
 ``policy_weights(model, bucket_bytes)`` yields ``(name, tensor)`` pairs in the names of the model's own
-checkpoint (``model.layers.0.self_attn.q_proj.weight``), which is what vLLM's ``load_weights`` expects:
+checkpoint (``model.layers.0.self_attn.q_proj.weight``), which is what vLLM's ``load_weights`` expects
+(``policy_weight_buckets`` yields the same pairs a bucket at a time, ``policy_weight_metadata`` their names,
+dtypes and shapes without gathering anything, ``lora_adapter_state`` a LoRA policy's adapter alone):
 
 - **LoRA (peft)**: each LoRA layer's weight is sent merged, ``W + get_delta_weight(adapter)`` (peft's
   ``B A * alpha / r``, fan-in/fan-out aware), computed out of place: the policy is never modified, so there is
@@ -68,8 +70,8 @@ def _lora_delta(module) -> Tensor | None:
     return delta
 
 
-def _units(model: torch.nn.Module) -> list[_Unit]:
-    """The tensors to send, in parameter order."""
+def _units(model: torch.nn.Module, merge_lora: bool = True) -> list[_Unit]:
+    """The tensors to send, in parameter order (``merge_lora=False``: a LoRA layer's frozen base weight alone)."""
     modules = dict(model.named_modules())
     lora_layer = None
     if hasattr(model, "peft_config"):
@@ -82,7 +84,12 @@ def _units(model: torch.nn.Module) -> list[_Unit]:
             seen[id(param)].names.append(vllm_name(name))
             continue
         owner = modules.get(name.rsplit(".base_layer.", 1)[0]) if ".base_layer." in name else None
-        if lora_layer is not None and isinstance(owner, lora_layer) and name.endswith(".base_layer.weight"):
+        if (
+            merge_lora
+            and lora_layer is not None
+            and isinstance(owner, lora_layer)
+            and name.endswith(".base_layer.weight")
+        ):
             extra = [p for n, p in owner.named_parameters() if ".lora_" in n]
 
             def merged(owner=owner, base=param) -> Tensor:
@@ -120,24 +127,62 @@ def _gathered(params: list[torch.nn.Parameter]):
 
 
 @torch.no_grad()
-def policy_weights(model: torch.nn.Module, bucket_bytes: int = 256 << 20) -> Iterator[tuple[str, Tensor]]:
-    """Yield ``(transformers name, tensor)`` for every weight vLLM needs, bucket by bucket.
+def policy_weight_buckets(
+    model: torch.nn.Module, bucket_bytes: int = 256 << 20, merge_lora: bool = True
+) -> Iterator[list[tuple[str, Tensor]]]:
+    """Yield the ``(transformers name, tensor)`` pairs vLLM needs, one bucket (a list) at a time.
 
     Args:
         model: the unwrapped policy (a transformers model, or a peft model around one; ZeRO-3 parameters ok).
         bucket_bytes: most parameter bytes gathered or materialised at once.
+        merge_lora: False sends a LoRA policy's frozen base weights (the adapter left out, for adapter-only sync).
     Yields:
-        Plain tensors. Without ZeRO-3 they may be views of the live parameters (read them before the next
-        optimizer step); gathered ones are copies.
+        Lists of plain tensors. Without ZeRO-3 they may be views of the live parameters (read them before the
+        next optimizer step; tied names share one tensor); gathered ones are copies. Under ZeRO-3 every process
+        must iterate in step (each bucket's gather is a collective).
     Raises:
         NotImplementedError: a DoRA adapter.
     """
-    for bucket in _buckets(_units(model), bucket_bytes):
+    for bucket in _buckets(_units(model, merge_lora), bucket_bytes):
         params = [p for unit in bucket for p in unit.params]
         zero3 = any(hasattr(p, "ds_id") for p in params)
         with _gathered(params):
             tensors = [(unit.names, unit.compute()) for unit in bucket]
             if zero3:  # the gathered storage is released when the context closes
                 tensors = [(names, t.clone()) for names, t in tensors]
-        for names, tensor in tensors:
-            yield from ((name, tensor) for name in names)
+        yield [(name, tensor) for names, tensor in tensors for name in names]
+
+
+def policy_weights(
+    model: torch.nn.Module, bucket_bytes: int = 256 << 20, merge_lora: bool = True
+) -> Iterator[tuple[str, Tensor]]:
+    """``policy_weight_buckets`` flattened: one ``(transformers name, tensor)`` pair at a time (same arguments,
+    same guarantees)."""
+    for bucket in policy_weight_buckets(model, bucket_bytes, merge_lora):
+        yield from bucket
+
+
+def policy_weight_metadata(model: torch.nn.Module, merge_lora: bool = True) -> list[tuple[str, torch.dtype, tuple]]:
+    """``(name, dtype, shape)`` of every pair ``policy_weights`` yields, in the same order, without gathering
+    (ZeRO-3 partitioned parameters report their full ``ds_shape``)."""
+    out = []
+    for unit in _units(model, merge_lora):
+        base = unit.params[0]
+        shape = tuple(getattr(base, "ds_shape", base.shape))
+        out += [(name, base.dtype, shape) for name in unit.names]
+    return out
+
+
+@torch.no_grad()
+def lora_adapter_state(model: torch.nn.Module) -> dict[str, Tensor]:
+    """A peft policy's adapter weights as peft saves them (``get_peft_model_state_dict``: names like
+    ``base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight``), copied; under ZeRO-3 the adapter
+    parameters are gathered together (every process must call this). Raises ``ValueError`` for a model without
+    an adapter."""
+    if not hasattr(model, "peft_config"):
+        raise ValueError("lora_adapter_state needs a peft model (use_peft: true)")
+    from peft import get_peft_model_state_dict
+
+    params = [p for name, p in model.named_parameters() if ".lora_" in name]
+    with _gathered(params):
+        return {k: v.detach().clone().contiguous() for k, v in get_peft_model_state_dict(model).items()}
