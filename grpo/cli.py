@@ -1,4 +1,5 @@
-"""The ``grpo`` command: ``grpo train``, ``export``, ``eval``, ``score``, ``sft``, ``cold_start``, ``sample``, ``pipeline``."""
+"""The ``grpo`` command: ``grpo train``, ``export``, ``eval``, ``score``, ``sft``, ``cold_start``, ``sample``, ``pipeline``,
+``serve``."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ commands:
   cold_start [RECIPE.yaml] [--field ...]  readable <think>/<answer> SFT data from GSM8K or (problem, reasoning, answer)
   sample RECIPE.yaml [--field value ...]  rejection sampling (or a teacher's traces) into SFT data + statistics
   pipeline RECIPE.yaml [--only a,b]       multi-stage DeepSeek-R1 pipeline; finished stages are skipped
+  serve MODEL [--port P] [--lora_rank R]  a vLLM server for `sampler: vllm_server` (docs/vllm.md)
 """
 
 
@@ -55,6 +57,7 @@ COMMANDS = {
     "cold_start": "grpo.r1.cold_start:cold_start_main",
     "sample": "grpo.r1.sample:sample_main",
     "pipeline": "grpo.r1.pipeline:pipeline_main",
+    "serve": "grpo.serve:serve_main",
 }
 
 

@@ -163,7 +163,9 @@ class GRPOArguments:
     )
     # sampling
     sampler: str = _help(
-        "`hf` (transformers generate), `vllm`, or `replay` (fixed completions per prompt, for tests).", default="hf"
+        "`hf` (transformers generate), `vllm` (an engine in each training process), `vllm_server` (a vLLM "
+        "server in its own process: `grpo serve`), or `replay` (fixed completions per prompt, for tests).",
+        default="hf",
     )
     max_completion_length: int = _help("Most tokens sampled per completion.", default=256)
     temperature: float = _help("Sampling temperature (log-probs for the loss use the same temperature).", default=1.0)
@@ -199,6 +201,48 @@ class GRPOArguments:
         "Run vLLM without torch.compile and CUDA graphs: starts in seconds instead of about half a minute; "
         "slower per token on a GPU.",
         default=False,
+    )
+    # vLLM server sampler (sampler: vllm_server; a server in its own process started with `grpo serve`,
+    # see grpo/samplers/server.py and docs/vllm.md)
+    vllm_server_host: str = _help("Host of the vLLM server (`grpo serve`).", default="127.0.0.1")
+    vllm_server_port: int = _help("Port of the vLLM server.", default=8000)
+    vllm_server_startup_timeout: float = _help(
+        "Seconds the trainer waits at start for the server to answer /health (it may still be loading the model).",
+        default=600.0,
+    )
+    vllm_server_connect_timeout: float = _help(
+        "Seconds one TCP connection attempt to the server may take.", default=10.0
+    )
+    vllm_server_request_timeout: float = _help(
+        "Seconds a generation or scoring request may wait for its answer before the run stops with an error.",
+        default=600.0,
+    )
+    vllm_server_sync_timeout: float = _help(
+        "Seconds each step of a weight sync (an HTTP call, the NCCL broadcast) may take before the run stops "
+        "with an error.",
+        default=600.0,
+    )
+    vllm_server_retries: int = _help(
+        "Times a request is sent again after a connection failure (refused, reset), 2 s apart; timeouts are "
+        "not retried.",
+        default=2,
+    )
+    vllm_server_weight_transfer: str = _help(
+        "`files`: weights written as safetensors into vllm_server_sync_dir, reloaded by the server (CPU or GPU, "
+        "same machine or shared filesystem); `nccl`: broadcast from the trainer's rank 0 to the server's GPU "
+        "workers (vLLM's NCCL weight-transfer engine); `auto`: nccl when the trainer has CUDA and the server "
+        "runs a weight-transfer engine, else files.",
+        default="auto",
+    )
+    vllm_server_sync_dir: str = _help(
+        "Folder the trainer writes weights and LoRA adapters into for the server to read (at the same path); "
+        "empty = a new temporary folder (in /dev/shm when present).",
+        default="",
+    )
+    vllm_server_lora_adapter: bool = _help(
+        "With use_peft: each sync sends only the LoRA adapter, which the server loads under a new name (the "
+        "frozen base weights are sent once, at start); false sends merged full weights.",
+        default=True,
     )
     # sampler-trainer mismatch correction
     tis_cap: float = _help(
@@ -280,7 +324,9 @@ class GRPOArguments:
         _check_choice("kl_estimator", self.kl_estimator, KL_ESTIMATORS)
         _check_choice("lr_scheduler_type", self.lr_scheduler_type, ("constant", "cosine"))
         _check_choice("mixed_precision", self.mixed_precision, ("auto", "no", "bf16", "fp16"))
-        _check_choice("sampler", self.sampler, ("hf", "vllm", "replay"))
+        _check_choice("sampler", self.sampler, ("hf", "vllm", "vllm_server", "replay"))
+        _check_choice("vllm_server_weight_transfer", self.vllm_server_weight_transfer, ("auto", "files", "nccl"))
+        self._check_server_settings()
         _check_choice("tis_level", self.tis_level, ("token", "sequence"))
         if self.tis_cap < 0:
             raise ValueError(f"tis_cap must be >= 0 (0 = off), got {self.tis_cap}")
@@ -325,6 +371,15 @@ class GRPOArguments:
                 f"save_steps ({self.save_steps}) must be a multiple of num_iterations x steps_per_generation "
                 f"({self.steps_per_rollout}): checkpoints are taken between rollouts"
             )
+
+    def _check_server_settings(self) -> None:
+        if not 0 < self.vllm_server_port < 65536:
+            raise ValueError(f"vllm_server_port must be in 1..65535, got {self.vllm_server_port}")
+        for name in ("startup", "connect", "request", "sync"):
+            if getattr(self, f"vllm_server_{name}_timeout") <= 0:
+                raise ValueError(f"vllm_server_{name}_timeout must be > 0 seconds")
+        if self.vllm_server_retries < 0:
+            raise ValueError(f"vllm_server_retries must be >= 0, got {self.vllm_server_retries}")
 
     @property
     def generation_batch_size(self) -> int:

@@ -125,16 +125,17 @@ def whole_models(accelerator: Accelerator):
             set_hf_deepspeed_config(plugin.dschf)
 
 
-def gathered_for_generation(model: torch.nn.Module, accelerator: Accelerator):
+def gathered_for_generation(model: torch.nn.Module, accelerator: Accelerator, enabled: bool = True):
     """Context in which a ZeRO-3 partitioned ``model`` (the prepared engine) holds its whole parameters on every
     process, with ZeRO-3's per-layer gather hooks lifted (trl's ``unwrap_model_for_generation``); a no-op
-    otherwise. Every process must enter it (the gather is a collective).
+    otherwise, and when not ``enabled`` (a sampler with its own copy of the weights). Every process must enter
+    it (the gather is a collective).
 
     Used around generation: a partitioned forward gathers each layer collectively, so processes whose
     rollouts end after different numbers of tokens would wait on each other forever; with the hooks in
     place every decoding step would also pay their per-module cost.
     """
-    if zero_stage(accelerator) != 3:
+    if not enabled or zero_stage(accelerator) != 3:
         return nullcontext()
     from trl.models.utils import unwrap_model_for_generation
 

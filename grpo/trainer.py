@@ -188,7 +188,8 @@ class GRPOTrainer:
 
     def generate(self, rows: list[dict]) -> Rollout:
         """G completions per prompt from the sampler."""
-        with self.timer("sample"), gathered_for_generation(self.policy, self.accelerator):  # ZeRO-3: whole weights
+        gather = self.sampler.generates_with_policy  # ZeRO-3: whole weights, unless the sampler has its own copy
+        with self.timer("sample"), gathered_for_generation(self.policy, self.accelerator, enabled=gather):
             return self.sampler.generate([r["prompt_ids"] for r in rows], self.args.num_generations)
 
     def score(self, rows: list[dict], rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor]:
@@ -437,6 +438,7 @@ class GRPOTrainer:
                 "sample_tokens_per_s": sampled_tokens / max(self.timings.get("sample", 0.0) * acc.num_processes, 1e-9),
                 "step_time_s": step_time,
                 "sync_time_s": self.sync_time,
+                "sync_bytes": self.sampler.last_sync_bytes,
                 "num_prompts_dropped": self.dataset.num_dropped,
                 **self.sampling_stats,
                 **evaluation,

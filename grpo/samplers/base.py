@@ -28,12 +28,17 @@ class SamplingConfig:
 class Sampler(ABC):
     """Generates rollouts from the current policy.
 
-    Implementations: ``HFSampler`` (transformers ``generate`` on the policy itself) and, in its own
-    module, a vLLM sampler that holds a separate copy of the weights and needs :meth:`sync_weights`.
+    Implementations: ``HFSampler`` (transformers ``generate`` on the policy itself) and, in their own
+    modules, a colocated vLLM sampler and a vLLM server client (``VLLMServerSampler``), which hold a separate
+    copy of the weights and need :meth:`sync_weights`.
     Every implementation keeps its settings as ``self.config``.
     """
 
     config: SamplingConfig
+    # True when generate() runs the policy module itself (the trainer then gathers ZeRO-3 weights around it);
+    # False for samplers with their own copy of the weights (a vLLM server).
+    generates_with_policy: bool = True
+    last_sync_bytes: int = 0  # bytes the last sync_weights sent (tensor bytes; 0 when nothing is copied)
 
     @abstractmethod
     def generate(self, prompt_ids: list[list[int]], num_generations: int) -> Rollout:
@@ -61,8 +66,10 @@ class Sampler(ABC):
 SAMPLERS = {
     "hf": "grpo.samplers.hf:HFSampler",
     "vllm": "grpo.samplers.vllm:VLLMSampler",
+    "vllm_server": "grpo.samplers.server:VLLMServerSampler",
     "replay": "grpo.samplers.replay:ReplaySampler",
 }  # replay: fixed completions, for tests
+ENGINE_SAMPLERS = ("vllm", "vllm_server")  # built with the run's arguments (their vllm_* settings)
 
 
 def resolve_sampler_name(name: str = "auto") -> str:
@@ -85,7 +92,7 @@ def build_sampler(name: str, model: torch.nn.Module, tokenizer, config: Sampling
         raise ValueError(f"unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}")
     module_name, class_name = SAMPLERS[name].split(":")
     cls = getattr(importlib.import_module(module_name), class_name)
-    return cls(model, tokenizer, config, args=args) if name == "vllm" else cls(model, tokenizer, config)
+    return cls(model, tokenizer, config, args=args) if name in ENGINE_SAMPLERS else cls(model, tokenizer, config)
 
 
 def build_run_sampler(model: torch.nn.Module, tokenizer, args) -> Sampler:
