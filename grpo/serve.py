@@ -22,13 +22,16 @@ Arguments after ``--`` go to vLLM unchanged. ``--dry_run`` prints the command in
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import torch
 
@@ -141,3 +144,40 @@ def stop_server(proc: subprocess.Popen, grace: float = 20.0) -> None:
                 return
             proc.poll()
             time.sleep(0.2)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (for a server started next)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def served(
+    model: str, *flags: str, log_path: str | None = None, timeout: float = 900.0
+) -> Iterator[tuple[int, subprocess.Popen]]:
+    """``grpo serve MODEL FLAGS...`` on a free port of 127.0.0.1 for the duration of the block; yields the port
+    and the process (``with served(...) as (port, _):``).
+
+    Waits until ``/health`` answers; the server is always stopped on the way out (error or not). For tests and
+    benchmarks. Raises ``RuntimeError`` with the end of ``log_path`` when the server exits or is not healthy
+    within ``timeout`` seconds."""
+    from grpo.samplers.server_client import ServerClient, ServerError
+
+    port = free_port()
+    proc = start_server(model, port, *flags, log_path=log_path)
+    try:
+        client, deadline = ServerClient("127.0.0.1", port), time.monotonic() + timeout
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                client.wait_until_healthy(5.0)
+                break
+            except ServerError:
+                continue
+        else:
+            tail = open(log_path, errors="replace").read()[-3000:] if log_path else ""
+            raise RuntimeError(f"grpo serve {model} did not come up (exit code {proc.poll()}):\n{tail}")
+        yield port, proc
+    finally:
+        stop_server(proc)

@@ -4,7 +4,6 @@ sync or goes away mid-run: each run ends with an error naming the server, bounde
 checkpoint stays complete and loadable. The real vLLM server is in tests/test_server_vllm.py."""
 
 import os
-import socket
 import time
 
 import pytest
@@ -15,17 +14,11 @@ from grpo.export import load_weights_into
 from grpo.model import TINY, load_policy, load_tokenizer
 from grpo.samplers.base import SamplingConfig, build_sampler
 from grpo.samplers.server_client import ServerClient, ServerError, ServerTimeout
-from grpo.serve import _parser, build_command, lora_rank_for_vllm
+from grpo.serve import _parser, build_command, free_port, lora_rank_for_vllm
 from tests.conftest import SMOKE_RECIPE
 from tests.fake_vllm import FakeVLLMServer
 
 BOUND_S = 60  # the hangs below are endless; a run must end long before this
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_serve_command_sets_what_weight_sync_needs():
@@ -99,14 +92,14 @@ def _record_checkpoints(trainer, after=None) -> dict:
     return saved
 
 
-def _assert_only_complete_checkpoints(output_dir, saved: dict) -> None:
+def _assert_only_complete_checkpoints(output_dir, saved: dict, model: str = TINY) -> None:
     """The checkpoints on disk are exactly those saved, each complete, its weights loadable and equal to the
     policy's at save time; no temporary folder is left."""
     names = sorted(os.listdir(output_dir))
     assert [n for n in names if n.startswith("checkpoint-")] == sorted(os.path.basename(p) for p in saved)
     assert not [n for n in names if n.startswith(".")]  # no half-written checkpoint
     for path, weights in saved.items():
-        fresh = load_policy(ModelArguments(model_name_or_path=TINY))
+        fresh = load_policy(ModelArguments(model_name_or_path=model))
         load_weights_into(fresh, os.path.join(path, "model"))
         for name, value in fresh.state_dict().items():
             assert torch.equal(value, weights[name]), name
