@@ -170,6 +170,18 @@ def report(trainer, records: list[dict], peak_tflops: float, losses: dict[str, f
     print(f"largest per-token |log-prob bf16 - fp32|: {losses['max_token_diff']:.3e}")
 
 
+def pack(model_dir: str, out: str, shard_mib: int = 60) -> None:
+    """A bf16 copy of ``model_dir`` in ``out``, its weights in safetensors shards of at most ``shard_mib`` MiB
+    (transformers' sharded format, loaded as is), with the tokenizer: to carry to a machine file by file."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16)
+    model.save_pretrained(out, max_shard_size=shard_mib * 2**20)  # bytes
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(out)
+    for name in sorted(os.listdir(out)):
+        print(f"{os.path.getsize(os.path.join(out, name)) / 2**20:8.1f} MiB  {os.path.join(out, name)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("model_dir", help="a local SmolLM2-135M-Instruct folder (config, tokenizer, safetensors)")
@@ -178,9 +190,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num_generations", type=int, default=8, help="completions per prompt (G)")
     parser.add_argument("--max_completion_length", type=int, default=256, help="most tokens per completion")
     parser.add_argument("--peak_tflops", type=float, default=989.0, help="the GPU's dense bf16 peak (H200: 989)")
+    parser.add_argument("--pack_to", help="write a bf16 copy in shards of <= 60 MiB to this folder, and stop")
     ns = parser.parse_args(argv)
     if not os.path.isfile(os.path.join(ns.model_dir, "config.json")):
         raise SystemExit(f"{ns.model_dir}: not a model folder (no config.json)")
+    if ns.pack_to:
+        pack(ns.model_dir, ns.pack_to)
+        return 0
     bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     with tempfile.TemporaryDirectory(prefix="grpo-gpu-check-") as out:
         trainer, records = train(ns, out, bf16)

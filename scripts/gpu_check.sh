@@ -6,18 +6,15 @@
 #   scripts/gpu_check.sh MODEL_DIR [--steps 4] [--batch 64] [--max_completion_length 256] [--peak_tflops 989]
 #   GRPO_GPU_CHECK_MODEL=MODEL_DIR scripts/gpu_check.sh [options]
 #
-# MODEL_DIR: a local SmolLM2-135M-Instruct folder (config.json, tokenizer files, model.safetensors). A weights file
-# carried in parts (model.safetensors.part-aa, -ab, ...: `split -b 60M`, see docs/vllm.md) is joined first.
+# MODEL_DIR: a local SmolLM2-135M-Instruct folder (config.json, tokenizer files, safetensors weights, whole or
+# sharded). `python scripts/gpu_check.py MODEL_DIR --pack_to OUT` writes a bf16 copy in shards of <= 60 MiB to
+# carry file by file (docs/gpu_check.md).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [[ $# -gt 0 && "$1" != --* ]]; then MODEL="$1"; shift; else MODEL="${GRPO_GPU_CHECK_MODEL:-}"; fi
 if [[ -z "$MODEL" || ! -f "$MODEL/config.json" ]]; then
   echo "usage: scripts/gpu_check.sh MODEL_DIR [options]  (or GRPO_GPU_CHECK_MODEL=MODEL_DIR); no config.json in '$MODEL'" >&2
   exit 2
-fi
-if [[ ! -f "$MODEL/model.safetensors" ]] && compgen -G "$MODEL/model.safetensors.part-*" > /dev/null; then
-  cat "$MODEL"/model.safetensors.part-* > "$MODEL/model.safetensors.tmp"
-  mv "$MODEL/model.safetensors.tmp" "$MODEL/model.safetensors"
 fi
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false WANDB_MODE=disabled
