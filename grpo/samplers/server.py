@@ -26,6 +26,7 @@ orders generate() and sync_weights().
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import shutil
@@ -161,8 +162,11 @@ class _Link:
         self.post("/pause?mode=wait", what="weight sync (pausing generation)")
         try:
             action()
-        finally:
-            self.post("/resume", what="weight sync (resuming generation)")
+        except Exception:
+            with contextlib.suppress(ServerError):  # best effort; the action's error is the one to report
+                self.post("/resume", what="weight sync (resuming generation)")
+            raise
+        self.post("/resume", what="weight sync (resuming generation)")
 
     def sync(self, model: torch.nn.Module) -> int:
         """Move ``model``'s weights to the server (every process calls this); returns the bytes moved."""
