@@ -8,6 +8,8 @@ import re
 import torch
 from torch import Tensor
 
+from grpo.algo.advantages import informative_groups
+
 # Words that mark a model re-examining its work: DeepSeek-R1-Zero's "aha moment" (DeepSeek-AI 2025, sec. 2.2.4).
 REFLECTION_PATTERN = re.compile(
     r"\b(wait|let me (re-?)?check|let me verify|verify|double[- ]check|re-?check|re-?evaluate|reconsider|"
@@ -53,15 +55,15 @@ def rollout_metrics(
     Returns:
         reward (mean), reward_std (mean over groups of the unbiased in-group std), rewards/<name>,
         completion_length/{mean,min,max,correct_mean,incorrect_mean} (tokens; None where no completion
-        qualifies), truncated_frac, zero_std_frac (share of groups whose rewards are all equal) and
-        reflection_rate.
+        qualifies), truncated_frac, zero_std_frac (share of uninformative groups, whose advantages are all 0:
+        :func:`grpo.algo.advantages.informative_groups`) and reflection_rate.
     """
     groups = rewards.view(-1, num_generations)  # [B, G]
     group_std = torch.stack([g[~g.isnan()].std() if (~g.isnan()).sum() > 1 else torch.tensor(0.0) for g in groups])
     metrics: dict[str, float | None] = {
         "reward": float(rewards.nanmean()) if (~rewards.isnan()).any() else None,
         "reward_std": float(group_std.mean()),
-        "zero_std_frac": float((group_std < 1e-6).float().mean()),
+        "zero_std_frac": float((~informative_groups(rewards, num_generations)).float().mean()),
     }
     for j, name in enumerate(names):
         column = per_func[:, j]

@@ -1,0 +1,31 @@
+"""grpo.train_metrics: rollout statistics agree with the advantages they describe."""
+
+import torch
+
+from grpo.algo.advantages import group_advantages
+from grpo.train_metrics import rollout_metrics
+
+NAN = float("nan")
+
+
+def metrics_of(rewards: list[float], g: int) -> dict:
+    r = torch.tensor(rewards, dtype=torch.float32)
+    n = len(rewards)
+    return rollout_metrics(
+        r, r[:, None], ["accuracy"], torch.full((n,), 5), torch.zeros(n, dtype=torch.bool), [""] * n, g
+    )
+
+
+def test_zero_std_frac_is_the_share_of_groups_with_zero_advantages():
+    # groups: constant; differs by 1e-7 (std < 1e-6, yet its advantages are not 0); one valid reward; informative
+    rewards = [0.5, 0.5, 0.5, 0.5 + 1e-7, 1.0, NAN, 0.0, 1.0]
+    advantages = group_advantages(torch.tensor(rewards), 2).view(-1, 2)  # [B, G]
+    all_zero = (advantages == 0).all(dim=1)  # [B]
+    assert all_zero.tolist() == [True, False, True, False]
+    assert metrics_of(rewards, 2)["zero_std_frac"] == float(all_zero.float().mean()) == 0.5
+
+
+def test_zero_std_frac_hand_cases():
+    assert metrics_of([1.0, 1.0, 1.0, 1.0], 2)["zero_std_frac"] == 1.0
+    assert metrics_of([1.0, 0.0, 0.0, 1.0], 2)["zero_std_frac"] == 0.0
+    assert metrics_of([1.0, 0.0, 0.0, 0.0], 4)["zero_std_frac"] == 0.0
