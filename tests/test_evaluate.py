@@ -387,7 +387,7 @@ def test_grpo_eval_writes_every_output(tmp_path, capsys):
     assert result["pass@1"] == pytest.approx(sum(sum(v) / 2 for v in verdicts) / 4, abs=1e-12)
     assert result["pass@2"] == pytest.approx(sum(pass_at_k(2, int(sum(v)), 2) for v in verdicts) / 4, abs=1e-12)
     tokens = [s["tokens"] for r in records for s in r["samples"]]
-    assert result["completion_tokens/mean"] == pytest.approx(sum(tokens) / 8, abs=1e-12)
+    assert result["completion_length/mean"] == pytest.approx(sum(tokens) / 8, abs=1e-12)
     assert summary["settings"]["temperature"] == 0.6 and summary["settings"]["top_p"] == 0.95
     table = (out / "summary.md").read_text()
     assert table.startswith("| benchmark |") and "| gsm8k | none | 4 | 2 |" in table

@@ -29,3 +29,15 @@ def test_zero_std_frac_hand_cases():
     assert metrics_of([1.0, 1.0, 1.0, 1.0], 2)["zero_std_frac"] == 1.0
     assert metrics_of([1.0, 0.0, 0.0, 1.0], 2)["zero_std_frac"] == 0.0
     assert metrics_of([1.0, 0.0, 0.0, 0.0], 4)["zero_std_frac"] == 0.0
+
+
+def test_training_and_evaluation_name_lengths_alike():
+    from grpo.eval.metrics import length_stats
+
+    evaluation = {k for k in length_stats([3, 5], [1.0, 0.0], [False, True]) if k.startswith("completion_length/")}
+    assert evaluation == {
+        "completion_length/mean",
+        "completion_length/correct_mean",
+        "completion_length/incorrect_mean",
+    }
+    assert evaluation <= set(metrics_of([1.0, 0.0], 2))

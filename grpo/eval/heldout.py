@@ -210,7 +210,7 @@ def evaluate_during_training(
                 ("pass@1", "pass@1"),
                 (f"pass@{k}", f"pass@{k}"),
                 (f"maj@{k}", f"maj@{k}"),
-                ("completion_length", "completion_tokens/mean"),
+                ("completion_length", "completion_length/mean"),
                 ("truncated_frac", "truncated_frac"),
             ):
                 value = result.get(source)

@@ -175,7 +175,7 @@ def length_stats(
 ) -> dict[str, float | None]:
     """Length statistics over samples (tokens), pooled over problems by the caller.
 
-    Returns ``completion_tokens/mean``, ``completion_tokens/correct_mean`` and ``/incorrect_mean`` (None
+    Returns ``completion_length/mean``, ``completion_length/correct_mean`` and ``/incorrect_mean`` (None
     when no sample qualifies), ``truncated_frac`` (share that hit the length cap without EOS), and
     ``tokens_per_correct``: total tokens / number of correct samples, the overthinking measure of tokens
     spent per solved sample (cf. the overthinking study of Chen et al. 2024, "Do NOT Think That Much for
@@ -187,9 +187,9 @@ def length_stats(
     wrong = [n for n, v in zip(lengths, verdicts) if v < 1.0]
     total = sum(lengths)
     return {
-        "completion_tokens/mean": total / len(lengths) if lengths else None,
-        "completion_tokens/correct_mean": sum(correct) / len(correct) if correct else None,
-        "completion_tokens/incorrect_mean": sum(wrong) / len(wrong) if wrong else None,
+        "completion_length/mean": total / len(lengths) if lengths else None,
+        "completion_length/correct_mean": sum(correct) / len(correct) if correct else None,
+        "completion_length/incorrect_mean": sum(wrong) / len(wrong) if wrong else None,
         "truncated_frac": sum(bool(t) for t in truncated) / len(truncated) if truncated else None,
         "tokens_per_correct": total / len(correct) if correct else None,
     }
