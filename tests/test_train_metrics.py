@@ -41,3 +41,15 @@ def test_training_and_evaluation_name_lengths_alike():
         "completion_length/incorrect_mean",
     }
     assert evaluation <= set(metrics_of([1.0, 0.0], 2))
+
+
+def test_length_metrics_hand_computed():
+    per_func = torch.tensor([[1.0], [0.0], [NAN], [1.0]])  # accuracy: correct, wrong, unverifiable, correct
+    lengths, truncated = torch.tensor([4, 10, 6, 2]), torch.tensor([False, True, False, False])
+    m = rollout_metrics(per_func[:, 0], per_func, ["accuracy"], lengths, truncated, [""] * 4, 2)
+    assert m["completion_length/mean"] == 5.5 and m["completion_length/min"] == 2 and m["completion_length/max"] == 10
+    assert m["completion_length/correct_mean"] == 3.0 and m["completion_length/incorrect_mean"] == 8.0
+    assert m["tokens_per_correct"] == 11.0 and m["truncated_frac"] == 0.25
+    other = rollout_metrics(per_func[:, 0], per_func, ["brevity"], lengths, truncated, [""] * 4, 2)
+    assert other["completion_length/correct_mean"] is None and other["tokens_per_correct"] is None
+    assert other["completion_length/mean"] == 5.5

@@ -22,6 +22,7 @@ import torch
 
 from grpo.config import parse_config
 from grpo.data import build_prompt_dataset, heldout_rows, trained_problems
+from grpo.eval.metrics import mean_or_none
 from grpo.model import load_policy, load_tokenizer
 from grpo.samplers import Sampler, SamplingConfig, build_sampler
 from grpo.scoring import build_reward_funcs, reward_name, score_completions
@@ -41,8 +42,8 @@ def evaluate(
 ) -> tuple[dict[str, float], list[dict]]:
     """Generate one completion per row and score it with every reward.
 
-    Returns ``(summary, records)``: the mean of each reward (``<name>``, NaN-free mean over verifiable
-    rows), ``completion_length`` (mean tokens), ``truncated_frac``, ``num_problems``, ``seconds``;
+    Returns ``(summary, records)``: the mean of each reward (``<name>``, mean over verifiable rows, None
+    when there is none), ``completion_length`` (mean tokens), ``truncated_frac``, ``num_problems``, ``seconds``;
     and one record per row with the completion and its rewards.
     """
     engine = build_sampler(sampler, model, tokenizer, SamplingConfig(max_completion_length, temperature))
@@ -69,20 +70,16 @@ def evaluate(
                     **{n: (None if table[j, k].isnan() else float(table[j, k])) for k, n in enumerate(names)},
                 }
             )
-    summary = {n: _mean([r[n] for r in records if r[n] is not None]) for n in names}
+    summary = {n: mean_or_none([r[n] for r in records if r[n] is not None]) for n in names}
     summary.update(
         {
-            "completion_length": _mean([r["length"] for r in records]),
-            "truncated_frac": _mean([float(r["truncated"]) for r in records]),
+            "completion_length": mean_or_none([r["length"] for r in records]),
+            "truncated_frac": mean_or_none([float(r["truncated"]) for r in records]),
             "num_problems": len(records),
             "seconds": time.perf_counter() - start,
         }
     )
     return summary, records
-
-
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values) if values else float("nan")
 
 
 def _benchmark_mode(argv: list[str]) -> bool:
