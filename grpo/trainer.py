@@ -26,19 +26,12 @@ from grpo.data import PromptSampler, build_prompt_dataset
 from grpo.distributed import build_accelerator, gathered_for_generation, is_deepspeed, whole_models
 from grpo.export import load_weights_into
 from grpo.logprobs import completion_logprobs, completion_logprobs_shared_prompts
-from grpo.model import load_policy, load_reference, load_tokenizer
+from grpo.model import load_policy, load_reference, load_tokenizer, resolve_mixed_precision
 from grpo.run_logger import RunLogger, tracker_names
 from grpo.samplers import build_run_sampler
 from grpo.scoring import build_reward_funcs, combine_rewards, reward_name, score_completions
 from grpo.train_metrics import rollout_metrics
 from grpo.types import Rollout, TrainBatch, concat_rollouts, select_rollout, stack_or_none
-
-
-def resolve_mixed_precision(choice: str) -> str:
-    """``auto`` -> ``bf16`` on a GPU that supports it, ``no`` (fp32) otherwise."""
-    if choice != "auto":
-        return choice
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
 
 
 class GRPOTrainer:

@@ -1,4 +1,5 @@
 import pytest
+import torch
 import yaml
 
 from grpo.config import GRPOArguments, load_config, parse_config, save_config
@@ -57,3 +58,19 @@ def test_saved_config_round_trips(tmp_path):
     configs = parse_config([SMOKE_RECIPE])
     save_config(str(tmp_path / "c.yaml"), *configs)
     assert load_config(str(tmp_path / "c.yaml")) == configs
+
+
+@pytest.mark.parametrize("gpu_bf16", [False, True])
+def test_auto_precision_means_one_thing_everywhere(monkeypatch, gpu_bf16, tiny_model):
+    """mixed_precision, grpo eval --dtype and vllm_dtype resolve `auto` alike: bf16 on a bf16 GPU, else fp32."""
+    from grpo.eval.cli import _dtype
+    from grpo.model import resolve_mixed_precision
+    from grpo.samplers.vllm import engine_kwargs
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu_bf16)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: gpu_bf16)
+    want = torch.bfloat16 if gpu_bf16 else torch.float32
+    assert resolve_mixed_precision("auto") == ("bf16" if gpu_bf16 else "no")
+    assert _dtype("auto") == want
+    assert engine_kwargs(tiny_model, GRPOArguments())["dtype"] == str(want).removeprefix("torch.")
+    assert resolve_mixed_precision("fp16") == "fp16" and _dtype("float16") == torch.float16

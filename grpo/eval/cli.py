@@ -196,9 +196,9 @@ def prepare_out_dir(out_dir: str, run: dict, overwrite: bool, rescore: bool = Fa
 
 
 def _dtype(name: str) -> torch.dtype:
-    if name != "auto":
-        return DTYPES[name]
-    return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+    from grpo.model import auto_dtype
+
+    return auto_dtype() if name == "auto" else DTYPES[name]
 
 
 def benchmark_main(argv: list[str]) -> int:

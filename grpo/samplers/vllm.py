@@ -26,6 +26,7 @@ import time
 
 import torch
 
+from grpo.model import auto_dtype
 from grpo.samplers.base import Sampler, SamplingConfig
 from grpo.samplers.decode import default_eos_ids, left_pad
 from grpo.samplers.weight_sync import policy_weights
@@ -47,8 +48,8 @@ def engine_kwargs(model: torch.nn.Module, args) -> dict:
     """Keyword arguments of ``vllm.LLM`` from the ``vllm_*`` fields of ``GRPOArguments`` (see their help)."""
     on_gpu = torch.cuda.is_available()
     dtype = args.vllm_dtype
-    if dtype == "auto":
-        dtype = "bfloat16" if on_gpu and torch.cuda.is_bf16_supported() else str(next(model.parameters()).dtype)
+    if dtype == "auto":  # on CPU: the policy's own dtype (fp32 unless loaded otherwise)
+        dtype = str(auto_dtype(fallback=next(model.parameters()).dtype))
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
     # engines of different tensor-parallel groups draw different samples; the ranks of one group the same
     kwargs = dict(
