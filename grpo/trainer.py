@@ -29,7 +29,13 @@ from grpo.logprobs import completion_logprobs, completion_logprobs_shared_prompt
 from grpo.model import load_policy, load_reference, load_tokenizer, resolve_mixed_precision
 from grpo.run_logger import RunLogger, tracker_names
 from grpo.samplers import build_run_sampler
-from grpo.scoring import build_reward_funcs, combine_rewards, reward_name, score_completions
+from grpo.scoring import (
+    build_reward_funcs,
+    combine_rewards,
+    reward_name,
+    rollout_reward_columns,
+    score_completions,
+)
 from grpo.train_metrics import rollout_metrics
 from grpo.types import Rollout, TrainBatch, concat_rollouts, select_rollout, stack_or_none
 
@@ -186,14 +192,8 @@ class GRPOTrainer:
 
     def score(self, rows: list[dict], rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor]:
         """Rewards per function ``[N, F]`` (NaN = unverifiable) and their weighted sum ``[N]``."""
-        g = self.args.num_generations
         with self.timer("rewards"):
-            columns = {name: [r[name] for r in rows for _ in range(g)] for name in self.dataset.columns}
-            columns["prompts"] = columns.pop("prompt")
-            columns["completion_ids"] = [
-                ids[m.bool()].tolist() for ids, m in zip(rollout.completion_ids, rollout.completion_mask)
-            ]
-            columns["truncated"] = rollout.truncated.tolist()
+            columns = rollout_reward_columns(rows, rollout, self.args.num_generations)
             per_func = score_completions(self.reward_funcs, rollout.completions, columns)  # [N, F]
             return per_func, combine_rewards(per_func, self.reward_weights)  # [N, F], [N]
 

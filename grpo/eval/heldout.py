@@ -25,7 +25,7 @@ from grpo.data import build_prompt_dataset, heldout_rows, trained_problems
 from grpo.eval.metrics import mean_or_none
 from grpo.model import load_policy, load_tokenizer
 from grpo.samplers import Sampler, SamplingConfig, build_sampler
-from grpo.scoring import build_reward_funcs, reward_name, score_completions
+from grpo.scoring import build_reward_funcs, reward_name, rollout_reward_columns, score_completions
 
 
 @torch.no_grad()
@@ -52,12 +52,7 @@ def evaluate(
     for i in range(0, len(rows), batch_size):
         chunk = rows[i : i + batch_size]
         rollout = engine.generate([r["prompt_ids"] for r in chunk], 1)
-        columns = {k: [r[k] for r in chunk] for k in chunk[0] if k not in ("prompt_ids", "prompt")}
-        columns["prompts"] = [r["prompt"] for r in chunk]
-        columns["completion_ids"] = [
-            ids[m.bool()].tolist() for ids, m in zip(rollout.completion_ids, rollout.completion_mask)
-        ]
-        columns["truncated"] = rollout.truncated.tolist()
+        columns = rollout_reward_columns(chunk, rollout, 1)
         table = score_completions(reward_funcs, rollout.completions, columns)  # [n, F]
         for j, row in enumerate(chunk):
             records.append(
