@@ -15,9 +15,15 @@ from typing import Any
 
 import yaml
 
-LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "gspo")
-SCALE_REWARDS = ("group", "batch", "none")
-KL_ESTIMATORS = ("k1", "k2", "k3")
+from grpo.algo import advantages, loss, mismatch
+from grpo.samplers.base import SAMPLERS
+
+# The choices of the algorithm's settings are the names of their registries (one source of truth).
+LOSS_TYPES = tuple(loss.LOSS_TYPES)
+SCALE_REWARDS = tuple(advantages.SCALES)
+KL_ESTIMATORS = tuple(loss.KL_ESTIMATORS)
+TIS_LEVELS = mismatch.TIS_LEVELS
+SAMPLER_NAMES = tuple(SAMPLERS)
 PROMPT_TEMPLATES = ("chat", "r1")
 REPORT_TO = ("none", "wandb", "tensorboard")
 
@@ -280,8 +286,8 @@ class GRPOArguments:
         _check_choice("kl_estimator", self.kl_estimator, KL_ESTIMATORS)
         _check_choice("lr_scheduler_type", self.lr_scheduler_type, ("constant", "cosine"))
         _check_choice("mixed_precision", self.mixed_precision, ("auto", "no", "bf16", "fp16"))
-        _check_choice("sampler", self.sampler, ("hf", "vllm", "replay"))
-        _check_choice("tis_level", self.tis_level, ("token", "sequence"))
+        _check_choice("sampler", self.sampler, SAMPLER_NAMES)
+        _check_choice("tis_level", self.tis_level, TIS_LEVELS)
         if self.tis_cap < 0:
             raise ValueError(f"tis_cap must be >= 0 (0 = off), got {self.tis_cap}")
         if not 0 < self.vllm_gpu_memory_utilization <= 1:

@@ -74,3 +74,26 @@ def test_auto_precision_means_one_thing_everywhere(monkeypatch, gpu_bf16, tiny_m
     assert _dtype("auto") == want
     assert engine_kwargs(tiny_model, GRPOArguments())["dtype"] == str(want).removeprefix("torch.")
     assert resolve_mixed_precision("fp16") == "fp16" and _dtype("float16") == torch.float16
+
+
+@pytest.mark.parametrize(
+    "field, registry",
+    [
+        ("loss_type", "grpo.algo.loss:LOSS_TYPES"),
+        ("scale_rewards", "grpo.algo.advantages:SCALES"),
+        ("kl_estimator", "grpo.algo.loss:KL_ESTIMATORS"),
+        ("tis_level", "grpo.algo.mismatch:TIS_LEVELS"),
+        ("sampler", "grpo.samplers.base:SAMPLERS"),
+    ],
+)
+def test_choices_are_the_registries(field, registry):
+    """Every registered name is accepted by the configuration, and nothing else."""
+    import importlib
+
+    module, name = registry.split(":")
+    names = list(getattr(importlib.import_module(module), name))
+    assert len(names) >= 2
+    for value in names:
+        assert getattr(GRPOArguments(**{field: value}), field) == value
+    with pytest.raises(ValueError, match=field):
+        GRPOArguments(**{field: "not_registered"})
