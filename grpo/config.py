@@ -249,7 +249,9 @@ class GRPOArguments:
     )
     entropy_coef: float = _help("Entropy bonus coefficient (0 = off).", default=0.0)
     top_entropy_quantile: float = _help(
-        "Train only on tokens at or above this entropy quantile (1.0 = all tokens).", default=1.0
+        "rho: keep the policy gradient only on the top-rho share of tokens by entropy (Wang et al. 2025; 1.0 = all "
+        "tokens, 0 = only the highest-entropy ones), in [0, 1].",
+        default=1.0,
     )
     advantage_eps: float = _help("Added to the std when scaling advantages.", default=1e-4)
     # logging
@@ -320,8 +322,8 @@ class GRPOArguments:
             raise ValueError(
                 f"reward_weights has {len(self.reward_weights)} entries but reward_funcs has {len(self.reward_funcs)}"
             )
-        if not 0 < self.top_entropy_quantile <= 1:
-            raise ValueError(f"top_entropy_quantile must be in (0, 1], got {self.top_entropy_quantile}")
+        if not 0 <= self.top_entropy_quantile <= 1:  # the loss's rule: 0 keeps only the highest-entropy tokens
+            raise ValueError(f"top_entropy_quantile must be in [0, 1], got {self.top_entropy_quantile}")
         if self.delta is not None and self.delta <= 1:
             raise ValueError(f"delta (dual clip) must be > 1, got {self.delta}")
         if self.temperature <= 0:
