@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import yaml
 
-from grpo.algo import advantages, loss, mismatch
+from grpo.algo import advantages, loss
 from grpo.samplers.base import SAMPLERS
 
 # The choices of the algorithm's settings are the names of their registries (one source of truth).
-LOSS_TYPES = tuple(loss.LOSS_TYPES)
+# (loss_type, kl_estimator, tis_level: checked by grpo.algo.loss.LossSettings, from its registries)
 SCALE_REWARDS = tuple(advantages.SCALES)
-KL_ESTIMATORS = tuple(loss.KL_ESTIMATORS)
-TIS_LEVELS = mismatch.TIS_LEVELS
 SAMPLER_NAMES = tuple(SAMPLERS)
 PROMPT_TEMPLATES = ("chat", "r1")
 REPORT_TO = ("none", "wandb", "tensorboard")
@@ -283,15 +281,11 @@ class GRPOArguments:
     def __post_init__(self) -> None:
         self.reward_kwargs = dict(JsonDict(self.reward_kwargs))
         self.report_to = checked_trackers(self.report_to)
-        _check_choice("loss_type", self.loss_type, LOSS_TYPES)
+        self.loss_settings()  # the loss's own checks (loss_type, clip range, delta, beta, KL, entropy, TIS)
         _check_choice("scale_rewards", self.scale_rewards, SCALE_REWARDS)
-        _check_choice("kl_estimator", self.kl_estimator, KL_ESTIMATORS)
         _check_choice("lr_scheduler_type", self.lr_scheduler_type, ("constant", "cosine"))
         _check_choice("mixed_precision", self.mixed_precision, ("auto", "no", "bf16", "fp16"))
         _check_choice("sampler", self.sampler, SAMPLER_NAMES)
-        _check_choice("tis_level", self.tis_level, TIS_LEVELS)
-        if self.tis_cap < 0:
-            raise ValueError(f"tis_cap must be >= 0 (0 = off), got {self.tis_cap}")
         if not 0 < self.vllm_gpu_memory_utilization <= 1:
             raise ValueError(f"vllm_gpu_memory_utilization must be in (0, 1], got {self.vllm_gpu_memory_utilization}")
         for name in (
@@ -322,10 +316,6 @@ class GRPOArguments:
             raise ValueError(
                 f"reward_weights has {len(self.reward_weights)} entries but reward_funcs has {len(self.reward_funcs)}"
             )
-        if not 0 <= self.top_entropy_quantile <= 1:  # the loss's rule: 0 keeps only the highest-entropy tokens
-            raise ValueError(f"top_entropy_quantile must be in [0, 1], got {self.top_entropy_quantile}")
-        if self.delta is not None and self.delta <= 1:
-            raise ValueError(f"delta (dual clip) must be > 1, got {self.delta}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if self.save_steps and self.save_steps % self.steps_per_rollout:
@@ -333,6 +323,12 @@ class GRPOArguments:
                 f"save_steps ({self.save_steps}) must be a multiple of num_iterations x steps_per_generation "
                 f"({self.steps_per_rollout}): checkpoints are taken between rollouts"
             )
+
+    def loss_settings(self) -> loss.LossSettings:
+        """The loss's settings (:class:`grpo.algo.loss.LossSettings`, fields of the same names); raises
+        ``ValueError`` naming a field out of range."""
+        names = [f.name for f in fields(loss.LossSettings)]
+        return loss.LossSettings(**{name: getattr(self, name) for name in names})
 
     @property
     def generation_batch_size(self) -> int:

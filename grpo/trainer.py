@@ -20,7 +20,7 @@ from transformers import get_scheduler
 import rewards as reward_library
 from grpo import checkpoint as ckpt
 from grpo.algo.advantages import group_advantages, informative_groups
-from grpo.algo.loss import policy_loss
+from grpo.algo.loss import GlobalCounts, policy_loss
 from grpo.config import DataArguments, GRPOArguments, ModelArguments, config_dict, save_config
 from grpo.data import PromptSampler, build_prompt_dataset
 from grpo.distributed import build_accelerator, gathered_for_generation, is_deepspeed, whole_models
@@ -45,6 +45,7 @@ class GRPOTrainer:
 
     def __init__(self, model_args: ModelArguments, data_args: DataArguments, args: GRPOArguments):
         self.model_args, self.data_args, self.args = model_args, data_args, args
+        self.loss_settings = args.loss_settings()  # checked once
         self.accelerator = build_accelerator(
             args, resolve_mixed_precision(args.mixed_precision), tracker_names(args.report_to) or None
         )
@@ -257,8 +258,10 @@ class GRPOTrainer:
         """
         acc = self.accelerator
         args = self.args
-        num_sequences = len(minibatch) * acc.num_processes
-        num_tokens = float(acc.reduce(minibatch.completion_mask.sum(), reduction="sum"))
+        counts = GlobalCounts(  # over the global mini-batch
+            num_sequences=len(minibatch) * acc.num_processes,
+            num_tokens=float(acc.reduce(minibatch.completion_mask.sum(), reduction="sum")),
+        )
         scale = args.gradient_accumulation_steps * acc.num_processes
         totals: dict[str, float] = {}
         for micro in minibatch.split(args.per_device_train_batch_size):
@@ -278,22 +281,11 @@ class GRPOTrainer:
                     micro.old_logprobs,
                     micro.advantages,
                     micro.completion_mask,
-                    loss_type=args.loss_type,
-                    epsilon_low=args.epsilon_low,
-                    epsilon_high=args.epsilon_high,
-                    delta=args.delta,
+                    self.loss_settings,
                     ref_logprobs=micro.ref_logprobs,
-                    beta=args.beta,
-                    kl_estimator=args.kl_estimator,
-                    max_completion_length=args.max_completion_length,
-                    num_sequences=num_sequences,
-                    num_tokens=num_tokens,
                     entropies=entropy,
-                    entropy_coef=args.entropy_coef,
-                    top_entropy_quantile=args.top_entropy_quantile,
                     sampler_logprobs=micro.sampler_logprobs,
-                    tis_cap=args.tis_cap,
-                    tis_level=args.tis_level,
+                    counts=counts,
                 )
                 acc.backward(loss * scale)
                 tokens = float(micro.completion_mask.sum())

@@ -100,14 +100,14 @@ def test_choices_are_the_registries(field, registry):
 
 
 def test_top_entropy_quantile_one_rule_in_config_and_loss():
-    from grpo.algo.loss import policy_loss
+    from grpo.algo.loss import LossSettings, policy_loss
 
     logp, mask, ents = torch.zeros(1, 3), torch.ones(1, 3), torch.tensor([[0.1, 0.2, 0.3]])
     for rho in (0.0, 0.5, 1.0):
         assert GRPOArguments(top_entropy_quantile=rho).top_entropy_quantile == rho
-        policy_loss(logp, None, torch.ones(1), mask, entropies=ents, top_entropy_quantile=rho)
+        policy_loss(logp, None, torch.ones(1), mask, LossSettings(top_entropy_quantile=rho), entropies=ents)
     for rho in (-0.1, 1.1):
         with pytest.raises(ValueError, match="top_entropy_quantile"):
             GRPOArguments(top_entropy_quantile=rho)
         with pytest.raises(ValueError, match="top_entropy_quantile"):
-            policy_loss(logp, None, torch.ones(1), mask, entropies=ents, top_entropy_quantile=rho)
+            policy_loss(logp, None, torch.ones(1), mask, LossSettings(top_entropy_quantile=rho), entropies=ents)
