@@ -15,7 +15,8 @@ from grpo.eval.metrics import pass_at_k
 from grpo.eval.runner import EvalSettings, problem_metrics
 from grpo.eval.thinking_budget import ThinkingBudget, generate_with_budget, thought_ids
 from grpo.samplers import Sampler, SamplingConfig, build_sampler
-from grpo.samplers.hf import first_stop_end, left_pad
+from grpo.samplers.decode import left_pad
+from grpo.samplers.hf import first_stop_end
 from grpo.types import Rollout
 from rewards import get_reward_funcs
 from tests.conftest import SHARED_DATA, SMOKE_RECIPE

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from grpo.r1.sample import SampleArguments, parse_sample_args, rejection_reasons, run_sample, select_completions
+from grpo.r1.sample import SampleArguments, failed_checks, parse_sample_args, run_sample, select_completions
 from grpo.types import Rollout
 
 GOOD = (
@@ -31,6 +31,11 @@ CASES_10 = [  # prompt 2, gold 10: nothing acceptable
     ("<think>\n12 dollars an hour for 50 minutes is 12.\n</think>\n<answer>\n12\n</answer>", False, "incorrect"),
     ("<think>\nShe earned 10 dollars.\n</think>\n<answer>10</answer>", False, "format"),
 ] * 4 + [("", True, "incorrect")]
+
+
+def rejection_reasons(*args, **kwargs):
+    """The first failed check of each completion (as grpo sample rejects it), or None when it passes them all."""
+    return [f[0] if f else None for f in failed_checks(*args, **kwargs)]
 
 
 def test_reasons_of_a_fixed_set():

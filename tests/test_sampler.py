@@ -1,19 +1,12 @@
 import torch
 
 from grpo.samplers import SamplingConfig, build_sampler
-from grpo.samplers.hf import completion_mask_from_eos, left_pad
+from grpo.samplers.decode import left_pad
 
 
 def test_left_pad():
     ids, mask = left_pad([[1, 2, 3], [4]], pad_id=0)
     assert ids.tolist() == [[1, 2, 3], [0, 0, 4]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
-
-
-def test_completion_mask_includes_first_eos_only():
-    ids = torch.tensor([[5, 2, 7, 2], [5, 6, 7, 8], [2, 9, 9, 9]])
-    mask, truncated = completion_mask_from_eos(ids, eos_ids=[2])
-    assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]]
-    assert truncated.tolist() == [False, True, False]
 
 
 def test_hf_sampler_groups_and_flags(tiny_model, tokenizer):

@@ -155,7 +155,7 @@ def test_optimised_step_equals_plain_step(tmp_path, flags):
 
 
 def test_shared_prompt_logprobs_equal_the_plain_ones_with_gradients(tiny_model):
-    from grpo.samplers.hf import left_pad
+    from grpo.samplers.decode import left_pad
 
     torch.manual_seed(5)
     prompts = [[5, 6, 7, 8, 9]] * 3 + [[11, 12]] * 2 + [[13, 14, 15]]  # runs of 3, 2 and 1 rows

@@ -107,18 +107,6 @@ def failed_checks(
     return failed
 
 
-def rejection_reasons(
-    completions: list[str],
-    solutions: list[str],
-    truncated: list[bool],
-    args: SampleArguments,
-    think_prefilled: bool = False,
-) -> list[str | None]:
-    """The first failed check of each completion (see :func:`failed_checks`), or None when it passes them all.
-    Duplicates and the per-prompt cap are decided by :func:`select_completions`."""
-    return [f[0] if f else None for f in failed_checks(completions, solutions, truncated, args, think_prefilled)]
-
-
 def select_completions(completions: list[str], reasons: list[str | None], max_per_prompt: int) -> list[str | None]:
     """Apply deduplication and the cap to one prompt's completions (in sampling order): the final reason of each,
     None for the kept ones (at most ``max_per_prompt``)."""
