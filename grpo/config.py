@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from grpo.algo import advantages, loss
+from grpo.optim import SCHEDULES
 from grpo.samplers.base import SAMPLERS
 
 # The choices of the algorithm's settings are the names of their registries (one source of truth).
@@ -283,7 +284,7 @@ class GRPOArguments:
         self.report_to = checked_trackers(self.report_to)
         self.loss_settings()  # the loss's own checks (loss_type, clip range, delta, beta, KL, entropy, TIS)
         _check_choice("scale_rewards", self.scale_rewards, SCALE_REWARDS)
-        _check_choice("lr_scheduler_type", self.lr_scheduler_type, ("constant", "cosine"))
+        _check_choice("lr_scheduler_type", self.lr_scheduler_type, tuple(SCHEDULES))
         _check_choice("mixed_precision", self.mixed_precision, ("auto", "no", "bf16", "fp16"))
         _check_choice("sampler", self.sampler, SAMPLER_NAMES)
         if not 0 < self.vllm_gpu_memory_utilization <= 1:

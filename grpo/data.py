@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -237,6 +238,19 @@ class PromptSampler:
         self.batches_drawn += 1
         start = self.process_index * self.batch_size
         return indices[start : start + self.batch_size]
+
+
+def warn_if_think_prefilled(dataset: PromptDataset, think_prefill: bool) -> None:
+    """Warn when the rendered prompt opens <think> (say, a chat template that pre-fills it) but the recipe does
+    not say so (``think_prefill``): the format rewards would then score every completion 0."""
+    from rewards import detect_think_prefill
+
+    if not think_prefill and dataset.rows and detect_think_prefill(dataset.rows[0]["prompt"]):
+        warnings.warn(
+            "the rendered prompt already opens <think>; set think_prefill: true so the format "
+            "rewards read completions as starting inside the thinking block",
+            stacklevel=3,
+        )
 
 
 def trained_problems(run_dir: str) -> set[str]:

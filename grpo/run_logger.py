@@ -80,6 +80,32 @@ class RunLogger:
             self.accelerator.end_training()
 
 
+def open_run_logger(accelerator, configs: tuple, dataset, initial_step: int) -> RunLogger:
+    """Write ``config.yaml`` into the output folder (main process) and open the run's :class:`RunLogger`.
+
+    ``configs``: the run's (model, data, GRPO) argument dataclasses; ``dataset``: its ``PromptDataset`` (its
+    prompt counts go into the tracker's config); ``initial_step``: the step the run starts from (resume)."""
+    from grpo.config import config_dict, save_config
+
+    args = configs[-1]
+    if accelerator.is_main_process:
+        os.makedirs(args.output_dir, exist_ok=True)
+        save_config(os.path.join(args.output_dir, "config.yaml"), *configs)
+    config = config_dict(*configs)
+    config["data"].update(num_prompts=len(dataset), num_dropped_prompts=dataset.num_dropped)
+    return RunLogger(
+        accelerator,
+        args.output_dir,
+        args.report_to,
+        args.project,
+        args.run_name or os.path.basename(os.path.abspath(args.output_dir)),
+        config,
+        args.max_steps,
+        initial_step,
+        args.disable_tqdm,
+    )
+
+
 def _fmt(value: Any) -> str:
     return "-" if value is None else f"{value:.3g}"
 
