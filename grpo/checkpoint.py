@@ -147,7 +147,7 @@ def save_training_checkpoint(
     """Write ``checkpoint-<state['global_step']>``; every process must call it (module docstring: layout).
 
     ``policy``/``optimizer`` are the prepared objects (a DeepSpeed engine and its optimizer under
-    DeepSpeed); ``configs`` the three config dataclasses. Returns the checkpoint's path.
+    DeepSpeed); ``configs`` the run's config dataclasses (:data:`grpo.config.CONFIG_CLASSES`). Returns the checkpoint's path.
     """
     from accelerate.utils import broadcast_object_list
 

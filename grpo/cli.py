@@ -27,8 +27,7 @@ def train_main(argv: list[str]) -> int:
     from grpo.config import parse_config
     from grpo.trainer import GRPOTrainer
 
-    model_args, data_args, args = parse_config(argv)
-    GRPOTrainer(model_args, data_args, args).train()
+    GRPOTrainer(*parse_config(argv)).train()
     return 0
 
 

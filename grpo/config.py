@@ -1,4 +1,4 @@
-"""Run configuration: three dataclasses, the single source of truth for every setting.
+"""Run configuration: four dataclasses, the single source of truth for every setting.
 
 A recipe is a YAML file whose keys are field names of these dataclasses; command-line flags
 override it (``grpo train RECIPE.yaml --learning_rate 1e-6``). Parsing uses trl's ``TrlParser``
@@ -174,37 +174,6 @@ class GRPOArguments:
     temperature: float = _help("Sampling temperature (log-probs for the loss use the same temperature).", default=1.0)
     top_p: float = _help("Nucleus sampling threshold (1.0 = off).", default=1.0)
     top_k: int = _help("Top-k sampling (0 = off).", default=0)
-    # vLLM sampler (sampler: vllm; one engine colocated in each training process, see grpo/samplers/vllm.py)
-    vllm_gpu_memory_utilization: float = _help(
-        "Share of the GPU's memory the colocated vLLM engine may take for weights and KV cache (GPU only).", default=0.3
-    )
-    vllm_kv_cache_gb: float = _help(
-        "vLLM KV cache size in GiB; 0 = from vllm_gpu_memory_utilization on a GPU, 1 GiB on CPU.", default=0.0
-    )
-    vllm_enable_sleep_mode: bool = _help(
-        "Offload vLLM's weights and free its KV cache while training, wake it for generation (GPU only).", default=False
-    )
-    vllm_tensor_parallel_size: int = _help(
-        "Tensor-parallel size of each vLLM engine; > 1 shards it over that many training processes "
-        "(vLLM's external_launcher backend; the process count must be a multiple).",
-        default=1,
-    )
-    vllm_sync_bucket_mb: int = _help(
-        "Weight sync streams the policy to vLLM in buckets of at most this many MiB (under ZeRO-3 each bucket "
-        "is gathered on its own, never the whole model).",
-        default=256,
-    )
-    vllm_dtype: str = _help(
-        "vLLM weight dtype: `auto` (fp32 on CPU, bf16 on GPUs that support it), or a torch "
-        "dtype name such as `float32`.",
-        default="auto",
-    )
-    vllm_max_model_len: int = _help("Longest prompt + completion vLLM serves (0 = the model's own limit).", default=0)
-    vllm_enforce_eager: bool = _help(
-        "Run vLLM without torch.compile and CUDA graphs: starts in seconds instead of about half a minute; "
-        "slower per token on a GPU.",
-        default=False,
-    )
     # sampler-trainer mismatch correction
     tis_cap: float = _help(
         "Truncated importance sampling (Yao et al. 2025): weight each token's policy-gradient term by "
@@ -287,8 +256,6 @@ class GRPOArguments:
         _check_choice("lr_scheduler_type", self.lr_scheduler_type, tuple(SCHEDULES))
         _check_choice("mixed_precision", self.mixed_precision, ("auto", "no", "bf16", "fp16"))
         _check_choice("sampler", self.sampler, SAMPLER_NAMES)
-        if not 0 < self.vllm_gpu_memory_utilization <= 1:
-            raise ValueError(f"vllm_gpu_memory_utilization must be in (0, 1], got {self.vllm_gpu_memory_utilization}")
         for name in (
             "max_steps",
             "num_generations",
@@ -299,8 +266,6 @@ class GRPOArguments:
             "max_completion_length",
             "logging_steps",
             "max_generation_rounds",
-            "vllm_tensor_parallel_size",
-            "vllm_sync_bucket_mb",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -347,6 +312,53 @@ class GRPOArguments:
         return self.num_iterations * self.steps_per_generation
 
 
+@dataclass
+class VLLMArguments:
+    """The vLLM engine of ``sampler: vllm`` (one engine colocated in each training process, see
+    grpo/samplers/vllm.py). Recipes set these keys beside the others; only the vLLM sampler reads them."""
+
+    vllm_gpu_memory_utilization: float = _help(
+        "Share of the GPU's memory the colocated vLLM engine may take for weights and KV cache (GPU only).", default=0.3
+    )
+    vllm_kv_cache_gb: float = _help(
+        "vLLM KV cache size in GiB; 0 = from vllm_gpu_memory_utilization on a GPU, 1 GiB on CPU.", default=0.0
+    )
+    vllm_enable_sleep_mode: bool = _help(
+        "Offload vLLM's weights and free its KV cache while training, wake it for generation (GPU only).", default=False
+    )
+    vllm_tensor_parallel_size: int = _help(
+        "Tensor-parallel size of each vLLM engine; > 1 shards it over that many training processes "
+        "(vLLM's external_launcher backend; the process count must be a multiple).",
+        default=1,
+    )
+    vllm_sync_bucket_mb: int = _help(
+        "Weight sync streams the policy to vLLM in buckets of at most this many MiB (under ZeRO-3 each bucket "
+        "is gathered on its own, never the whole model).",
+        default=256,
+    )
+    vllm_dtype: str = _help(
+        "vLLM weight dtype: `auto` (fp32 on CPU, bf16 on GPUs that support it), or a torch "
+        "dtype name such as `float32`.",
+        default="auto",
+    )
+    vllm_max_model_len: int = _help("Longest prompt + completion vLLM serves (0 = the model's own limit).", default=0)
+    vllm_enforce_eager: bool = _help(
+        "Run vLLM without torch.compile and CUDA graphs: starts in seconds instead of about half a minute; "
+        "slower per token on a GPU.",
+        default=False,
+    )
+
+    def __post_init__(self) -> None:
+        if not 0 < self.vllm_gpu_memory_utilization <= 1:
+            raise ValueError(f"vllm_gpu_memory_utilization must be in (0, 1], got {self.vllm_gpu_memory_utilization}")
+        for name in ("vllm_tensor_parallel_size", "vllm_sync_bucket_mb"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("vllm_kv_cache_gb", "vllm_max_model_len"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0 = automatic), got {getattr(self, name)}")
+
+
 def checked_trackers(report_to: str | list[str]) -> list[str]:
     """``report_to`` as a list (a YAML or flag may give one string). Raises ``ValueError`` for an unknown tracker."""
     trackers = [report_to] if isinstance(report_to, str) else list(report_to)
@@ -370,12 +382,13 @@ def _parse_json(name: str, text: str) -> dict:
     return value
 
 
-CONFIG_CLASSES = (ModelArguments, DataArguments, GRPOArguments)
+CONFIG_CLASSES = (ModelArguments, DataArguments, GRPOArguments, VLLMArguments)
+CONFIG_SECTIONS = ("model", "data", "training", "vllm")  # config.yaml: one section per class
 
 
 def parse_config(argv: list[str], classes: tuple[type, ...] = CONFIG_CLASSES) -> tuple[Any, ...]:
     """Parse ``[RECIPE.yaml] [--config RECIPE.yaml] [--field value ...]`` into the dataclasses ``classes``
-    (default: model, data and GRPO arguments; ``grpo sft``, ``grpo sample`` and ``grpo cold_start`` pass
+    (default: model, data, GRPO and vLLM arguments; ``grpo sft``, ``grpo sample`` and ``grpo cold_start`` pass
     their own).
 
     The recipe's values replace the defaults and flags replace the recipe's. Raises ``ValueError``
@@ -395,8 +408,8 @@ def parse_config(argv: list[str], classes: tuple[type, ...] = CONFIG_CLASSES) ->
 
 
 def config_dict(*configs: Any) -> dict[str, dict[str, Any]]:
-    """The resolved configuration as ``{"model": {...}, "data": {...}, "training": {...}}``."""
-    return {name: asdict(cfg) for name, cfg in zip(("model", "data", "training"), configs)}
+    """The resolved configuration as ``{"model": {...}, "data": {...}, "training": {...}, "vllm": {...}}``."""
+    return {name: asdict(cfg) for name, cfg in zip(CONFIG_SECTIONS, configs)}
 
 
 def save_config(path: str, *configs: Any) -> None:
@@ -407,11 +420,13 @@ def save_config(path: str, *configs: Any) -> None:
     os.replace(tmp, path)
 
 
-def load_config(path: str) -> tuple[ModelArguments, DataArguments, GRPOArguments]:
-    """Read a configuration written by :func:`save_config`. Raises ``ValueError`` on unknown keys."""
+def load_config(path: str) -> tuple[ModelArguments, DataArguments, GRPOArguments, VLLMArguments]:
+    """Read a configuration written by :func:`save_config` (a missing ``vllm`` section, as written before it
+    existed, gives its defaults). Raises ``ValueError`` on unknown keys."""
     with open(path) as f:
         raw = yaml.safe_load(f)
     try:
-        return ModelArguments(**raw["model"]), DataArguments(**raw["data"]), GRPOArguments(**raw["training"])
-    except (KeyError, TypeError) as err:
+        raw.setdefault("vllm", {})
+        return tuple(cls(**raw[name]) for cls, name in zip(CONFIG_CLASSES, CONFIG_SECTIONS))  # type: ignore[return-value]
+    except (AttributeError, KeyError, TypeError) as err:
         raise ValueError(f"{path}: not a grpo configuration ({err})") from err

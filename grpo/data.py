@@ -266,7 +266,7 @@ def trained_problems(run_dir: str) -> set[str]:
     checkpoints = list_checkpoints(run_dir)
     if not checkpoints:
         raise FileNotFoundError(f"{run_dir} has no checkpoint to replay")
-    model_args, data_args, args = load_config(os.path.join(checkpoints[-1], "config.yaml"))
+    model_args, data_args, args, _ = load_config(os.path.join(checkpoints[-1], "config.yaml"))
     drawn = read_trainer_state(checkpoints[-1])["batches_drawn"]
     dataset = build_prompt_dataset(data_args, load_tokenizer(model_args))
     # every process's slice of each global batch: replay as one process drawing the global batch

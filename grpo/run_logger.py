@@ -83,11 +83,11 @@ class RunLogger:
 def open_run_logger(accelerator, configs: tuple, dataset, initial_step: int) -> RunLogger:
     """Write ``config.yaml`` into the output folder (main process) and open the run's :class:`RunLogger`.
 
-    ``configs``: the run's (model, data, GRPO) argument dataclasses; ``dataset``: its ``PromptDataset`` (its
+    ``configs``: the run's (model, data, GRPO, vLLM) argument dataclasses; ``dataset``: its ``PromptDataset`` (its
     prompt counts go into the tracker's config); ``initial_step``: the step the run starts from (resume)."""
     from grpo.config import config_dict, save_config
 
-    args = configs[-1]
+    args = configs[2]  # GRPOArguments
     if accelerator.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)
         save_config(os.path.join(args.output_dir, "config.yaml"), *configs)

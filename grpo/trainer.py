@@ -18,7 +18,7 @@ from accelerate.utils import gather_object, set_seed
 from grpo import checkpoint as ckpt
 from grpo.algo.advantages import group_advantages
 from grpo.algo.loss import GlobalCounts, policy_loss
-from grpo.config import DataArguments, GRPOArguments, ModelArguments
+from grpo.config import DataArguments, GRPOArguments, ModelArguments, VLLMArguments
 from grpo.data import PromptSampler, build_prompt_dataset, warn_if_think_prefilled
 from grpo.distributed import any_process, build_accelerator, gathered_for_generation, is_deepspeed, whole_models
 from grpo.dynamic_sampling import sample_informative
@@ -42,8 +42,15 @@ from grpo.types import Rollout, ScoredRollout, StepResult, TrainBatch, stack_or_
 class GRPOTrainer:
     """Group Relative Policy Optimization on one process or under ``accelerate launch``."""
 
-    def __init__(self, model_args: ModelArguments, data_args: DataArguments, args: GRPOArguments):
-        self.model_args, self.data_args, self.args = model_args, data_args, args
+    def __init__(
+        self,
+        model_args: ModelArguments,
+        data_args: DataArguments,
+        args: GRPOArguments,
+        vllm_args: VLLMArguments | None = None,
+    ):
+        vllm_args = VLLMArguments() if vllm_args is None else vllm_args
+        self.model_args, self.data_args, self.args, self.vllm_args = model_args, data_args, args, vllm_args
         self.loss_settings = args.loss_settings()  # checked once
         self.accelerator = build_accelerator(
             args, resolve_mixed_precision(args.mixed_precision), tracker_names(args.report_to) or None
@@ -68,7 +75,7 @@ class GRPOTrainer:
         self.logprob_fn = logprob_function(
             self.accelerator.num_processes, model_args.gradient_checkpointing, is_deepspeed(self.accelerator)
         )
-        self.sampler = build_run_sampler(self.unwrapped_policy, self.tokenizer, args)
+        self.sampler = build_run_sampler(self.unwrapped_policy, self.tokenizer, args, vllm_args)
         self.prompts = PromptSampler(
             len(self.dataset),
             args.prompts_per_rollout,
@@ -83,7 +90,7 @@ class GRPOTrainer:
         if resume:
             self.load_checkpoint(resume)
             self.sync_sampler()  # a sampler holding its own copy of the weights gets the restored ones
-        self.logger = open_run_logger(self.accelerator, (model_args, data_args, args), self.dataset, self.global_step)
+        self.logger = open_run_logger(self.accelerator, self.configs, self.dataset, self.global_step)
 
     # --- the loop -------------------------------------------------------------------------------
 
@@ -286,6 +293,11 @@ class GRPOTrainer:
     # --- logging and checkpoints ----------------------------------------------------------------
 
     @property
+    def configs(self) -> tuple:
+        """The run's argument dataclasses (model, data, GRPO, vLLM), as config.yaml holds them."""
+        return self.model_args, self.data_args, self.args, self.vllm_args
+
+    @property
     def unwrapped_policy(self):
         return self.accelerator.unwrap_model(self.policy)
 
@@ -372,7 +384,7 @@ class GRPOTrainer:
             self.optimizer,
             self.scheduler,
             self.tokenizer,
-            (self.model_args, self.data_args, self.args),
+            self.configs,
             state,
             self.args.output_dir,
             self.args.save_total_limit,

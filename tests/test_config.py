@@ -2,12 +2,12 @@ import pytest
 import torch
 import yaml
 
-from grpo.config import GRPOArguments, load_config, parse_config, save_config
+from grpo.config import GRPOArguments, VLLMArguments, load_config, parse_config, save_config
 from tests.conftest import SMOKE_RECIPE
 
 
 def test_recipe_then_flags_override(tmp_path):
-    model, data, args = parse_config([SMOKE_RECIPE, "--learning_rate", "1e-6", "--output_dir", str(tmp_path)])
+    model, data, args, _ = parse_config([SMOKE_RECIPE, "--learning_rate", "1e-6", "--output_dir", str(tmp_path)])
     with open(SMOKE_RECIPE) as f:
         recipe = yaml.safe_load(f)
     assert args.learning_rate == 1e-6  # flag beats recipe
@@ -17,7 +17,7 @@ def test_recipe_then_flags_override(tmp_path):
 
 
 def test_config_flag_form_and_json_dict(tmp_path):
-    _, data, args = parse_config(["--config", SMOKE_RECIPE, "--reward_kwargs", '{"format": {"strict": false}}'])
+    _, data, args, _ = parse_config(["--config", SMOKE_RECIPE, "--reward_kwargs", '{"format": {"strict": false}}'])
     assert args.reward_kwargs == {"format": {"strict": False}}
 
 
@@ -55,9 +55,27 @@ def test_unknown_recipe_key_fails(tmp_path):
 
 
 def test_saved_config_round_trips(tmp_path):
-    configs = parse_config([SMOKE_RECIPE])
+    configs = parse_config([SMOKE_RECIPE, "--vllm_kv_cache_gb", "0.5", "--vllm_enforce_eager", "true"])
+    assert configs[3] == VLLMArguments(vllm_kv_cache_gb=0.5, vllm_enforce_eager=True)
+    assert not any(name.startswith("vllm_") for name in vars(configs[2]))  # GRPOArguments holds no engine setting
     save_config(str(tmp_path / "c.yaml"), *configs)
+    with open(tmp_path / "c.yaml") as f:
+        assert yaml.safe_load(f)["vllm"]["vllm_kv_cache_gb"] == 0.5
     assert load_config(str(tmp_path / "c.yaml")) == configs
+    # a config.yaml written before the vllm section existed still loads, with the engine defaults
+    old = yaml.safe_load(open(tmp_path / "c.yaml"))
+    del old["vllm"]
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump(old))
+    assert load_config(str(tmp_path / "old.yaml")) == (*configs[:3], VLLMArguments())
+
+
+def test_vllm_keys_in_one_recipe_with_the_rest(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("max_steps: 3\nsampler: vllm\nvllm_tensor_parallel_size: 2\nvllm_dtype: float32\n")
+    _, _, args, vllm = parse_config([str(recipe)])
+    assert (args.max_steps, args.sampler, vllm.vllm_tensor_parallel_size, vllm.vllm_dtype) == (3, "vllm", 2, "float32")
+    with pytest.raises(ValueError, match="vllm_gpu_memory_utilization"):
+        VLLMArguments(vllm_gpu_memory_utilization=1.5)
 
 
 @pytest.mark.parametrize("gpu_bf16", [False, True])
@@ -72,7 +90,7 @@ def test_auto_precision_means_one_thing_everywhere(monkeypatch, gpu_bf16, tiny_m
     want = torch.bfloat16 if gpu_bf16 else torch.float32
     assert resolve_mixed_precision("auto") == ("bf16" if gpu_bf16 else "no")
     assert _dtype("auto") == want
-    assert engine_kwargs(tiny_model, GRPOArguments())["dtype"] == str(want).removeprefix("torch.")
+    assert engine_kwargs(tiny_model, VLLMArguments())["dtype"] == str(want).removeprefix("torch.")
     assert resolve_mixed_precision("fp16") == "fp16" and _dtype("float16") == torch.float16
 
 

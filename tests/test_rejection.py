@@ -95,7 +95,7 @@ def test_run_sample_writes_exactly_the_kept_completions(tmp_path, monkeypatch):
 
     monkeypatch.setattr(grpo.samplers, "build_run_sampler", lambda *a, **k: FixedSampler([CASES_72, CASES_10]))
     out = tmp_path / "out"
-    model_args, data_args, args, sample = parse_sample_args(
+    configs = parse_sample_args(
         [
             "--model_name_or_path",
             "tiny-random-llama",
@@ -113,7 +113,7 @@ def test_run_sample_writes_exactly_the_kept_completions(tmp_path, monkeypatch):
             "2",
         ]
     )
-    path = run_sample(model_args, data_args, args, sample)
+    path = run_sample(*configs)
     rows = [json.loads(line) for line in open(path)]
     assert [r["completion"] for r in rows] == [CASES_72[0][0], CASES_72[7][0]]
     assert {r["solution"] for r in rows} == {"72"} and {r["source"] for r in rows} == {"a"}

@@ -132,7 +132,7 @@ def resolve_configs(ns: argparse.Namespace) -> tuple[ModelArguments, DataArgumen
     if ns.recipe:
         from grpo.config import parse_config
 
-        model_args, data_args, args = parse_config([ns.recipe])
+        model_args, data_args, args, _ = parse_config([ns.recipe])
         max_len, reward_kwargs = args.max_completion_length, args.reward_kwargs
     else:
         model_args, data_args, max_len, reward_kwargs = ModelArguments(), DataArguments(), 1024, {}

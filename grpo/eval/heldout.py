@@ -103,7 +103,7 @@ def eval_main(argv: list[str]) -> int:
     )
     parser.add_argument("--limit", type=int, default=None, help="at most this many problems")
     ns, rest = parser.parse_known_args(argv)
-    model_args, data_args, args = parse_config(rest)
+    model_args, data_args, args, _ = parse_config(rest)
     if ns.model:
         model_args.model_name_or_path, model_args.use_peft = ns.model, False
     tokenizer = load_tokenizer(model_args)

@@ -181,11 +181,12 @@ def run_grpo_stage(argv: list[str], folder: str) -> None:
     from grpo.export import export_checkpoint
     from grpo.trainer import GRPOTrainer
 
-    model_args, data_args, args = parse_config(argv)
+    configs = parse_config(argv)
+    args = configs[2]
     found = list_checkpoints(folder)
     if not found or read_trainer_state(found[-1])["global_step"] < args.max_steps:
         args.resume_from_checkpoint = found[-1] if found else None
-        GRPOTrainer(model_args, data_args, args).train()
+        GRPOTrainer(*configs).train()
         found = list_checkpoints(folder)
     if int(os.environ.get("RANK", "0")) == 0:  # under accelerate launch: the main process exports
         export_checkpoint(found[-1], os.path.join(folder, "model"))
