@@ -413,11 +413,10 @@ def config_dict(*configs: Any) -> dict[str, dict[str, Any]]:
 
 
 def save_config(path: str, *configs: Any) -> None:
-    """Write the resolved configuration as YAML (atomically: temporary file, then rename)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        yaml.safe_dump(config_dict(*configs), f, sort_keys=False)
-    os.replace(tmp, path)
+    """Write the resolved configuration as YAML (atomically: :func:`grpo.io.write_text`)."""
+    from grpo.io import write_text
+
+    write_text(path, yaml.safe_dump(config_dict(*configs), sort_keys=False))
 
 
 def load_config(path: str) -> tuple[ModelArguments, DataArguments, GRPOArguments, VLLMArguments]:
