@@ -46,11 +46,18 @@ def list_checkpoints(output_dir: str) -> list[str]:
     return [os.path.join(output_dir, name) for _, name in sorted(found)]
 
 
-def resolve_checkpoint(path: str, output_dir: str) -> str:
-    """``latest`` -> the newest checkpoint in ``output_dir``; else ``path`` itself.
+def resolve_checkpoint(path: str | None, output_dir: str) -> str | None:
+    """The checkpoint to resume from: None for None; ``auto`` -> the newest checkpoint in ``output_dir``, or None
+    (start fresh) when there is none, for jobs that may be preempted and restarted with the same command;
+    ``latest`` -> the newest checkpoint in ``output_dir``; else ``path`` itself.
 
-    Raises ``FileNotFoundError`` when there is none or the folder is not a complete checkpoint.
+    Raises ``FileNotFoundError`` when ``latest`` finds none or ``path`` is not a complete checkpoint.
     """
+    if not path:
+        return None
+    if path == "auto":
+        found = list_checkpoints(output_dir)
+        return found[-1] if found else None
     if path == "latest":
         found = list_checkpoints(output_dir)
         if not found:

@@ -27,6 +27,11 @@ PROMPT_TEMPLATES = ("chat", "r1")
 REPORT_TO = ("none", "wandb", "tensorboard")
 
 
+class ConfigError(ValueError):
+    """A bad recipe, flag or setting (the message names the field or file): ``grpo`` prints it as one line and
+    exits with status 2, like argparse's own errors."""
+
+
 class JsonDict(dict):
     """A dict field that a command-line flag gives as a JSON object: ``--reward_kwargs '{"format": {}}'``."""
 
@@ -245,7 +250,9 @@ class GRPOArguments:
     save_steps: int = _help("Checkpoint every N optimizer steps (0 = only at the end).", default=0)
     save_total_limit: int | None = _help("Keep at most this many checkpoints (oldest removed first).", default=2)
     resume_from_checkpoint: str | None = _help(
-        "A checkpoint folder, or `latest` for the newest in output_dir.", default=None
+        "A checkpoint folder; `latest`: the newest in output_dir (an error if there is none); `auto`: the newest "
+        "if there is one, else start fresh (preemptible jobs rerun the same command).",
+        default=None,
     )
 
     def __post_init__(self) -> None:
@@ -391,8 +398,9 @@ def parse_config(argv: list[str], classes: tuple[type, ...] = CONFIG_CLASSES) ->
     (default: model, data, GRPO and vLLM arguments; ``grpo sft``, ``grpo sample`` and ``grpo cold_start`` pass
     their own).
 
-    The recipe's values replace the defaults and flags replace the recipe's. Raises ``ValueError``
-    (from the dataclass checks) or exits with argparse's message on unknown flags or keys.
+    The recipe's values replace the defaults and flags replace the recipe's. Raises :class:`ConfigError` (a
+    missing or unreadable recipe, an unknown key, a value the dataclass checks refuse) or exits with argparse's
+    message on unknown flags and unparsable values.
     """
     from trl import TrlParser
 
@@ -402,9 +410,11 @@ def parse_config(argv: list[str], classes: tuple[type, ...] = CONFIG_CLASSES) ->
     if "--config" in argv:
         path = argv[argv.index("--config") + 1]
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"recipe not found: {path}")
-    parser = TrlParser(classes)
-    return tuple(parser.parse_args_and_config(argv))  # type: ignore[return-value]
+            raise ConfigError(f"recipe not found: {path}")
+    try:
+        return tuple(TrlParser(classes).parse_args_and_config(argv))  # type: ignore[return-value]
+    except (ValueError, yaml.YAMLError) as err:
+        raise ConfigError(" ".join(str(err).split())) from err
 
 
 def config_dict(*configs: Any) -> dict[str, dict[str, Any]]:

@@ -18,7 +18,7 @@ from accelerate.utils import gather_object, set_seed
 from grpo import checkpoint as ckpt
 from grpo.algo.advantages import group_advantages
 from grpo.algo.loss import GlobalCounts, policy_loss
-from grpo.config import DataArguments, GRPOArguments, ModelArguments, VLLMArguments
+from grpo.config import ConfigError, DataArguments, GRPOArguments, ModelArguments, VLLMArguments
 from grpo.data import PromptSampler, build_prompt_dataset, warn_if_think_prefilled
 from grpo.distributed import any_process, build_accelerator, gathered_for_generation, is_deepspeed, whole_models
 from grpo.dynamic_sampling import sample_informative
@@ -58,7 +58,7 @@ class GRPOTrainer:
         set_seed(args.seed)
         self.tokenizer = load_tokenizer(model_args)
         self.dataset = build_prompt_dataset(data_args, self.tokenizer)
-        resume = args.resume_from_checkpoint and ckpt.resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)
+        resume = self._checkpoint_to_resume()
         with whole_models(self.accelerator):  # ZeRO-3: prepare partitions the policy; the reference stays whole
             policy = load_policy(model_args)
             self.ref_model = load_reference(policy, model_args, args.beta)
@@ -66,7 +66,10 @@ class GRPOTrainer:
                 load_weights_into(policy, os.path.join(resume, "model"))
         if self.ref_model is not None:
             self.ref_model.to(self.accelerator.device)
-        self.reward_funcs = build_reward_funcs(data_args, args)
+        try:
+            self.reward_funcs = build_reward_funcs(data_args, args)
+        except ValueError as err:  # an unknown reward or setting in the recipe
+            raise ConfigError(f"reward_funcs / reward_kwargs: {err}") from err
         warn_if_think_prefilled(self.dataset, data_args.think_prefill)
         self.reward_names = [reward_name(f) for f in self.reward_funcs]
         self.reward_weights = torch.tensor(args.reward_weights or [1.0] * len(self.reward_funcs))
@@ -91,6 +94,13 @@ class GRPOTrainer:
             self.load_checkpoint(resume)
             self.sync_sampler()  # a sampler holding its own copy of the weights gets the restored ones
         self.logger = open_run_logger(self.accelerator, self.configs, self.dataset, self.global_step)
+
+    def _checkpoint_to_resume(self) -> str | None:
+        """The checkpoint ``resume_from_checkpoint`` names (:func:`grpo.checkpoint.resolve_checkpoint`), or None."""
+        try:
+            return ckpt.resolve_checkpoint(self.args.resume_from_checkpoint, self.args.output_dir)
+        except FileNotFoundError as err:
+            raise ConfigError(f"resume_from_checkpoint: {err}") from err
 
     # --- the loop -------------------------------------------------------------------------------
 

@@ -129,3 +129,49 @@ def test_top_entropy_quantile_one_rule_in_config_and_loss():
             GRPOArguments(top_entropy_quantile=rho)
         with pytest.raises(ValueError, match="top_entropy_quantile"):
             policy_loss(logp, None, torch.ones(1), mask, LossSettings(top_entropy_quantile=rho), entropies=ents)
+
+
+def test_bad_field_exits_2_with_one_line_and_no_traceback(tmp_path, capsys):
+    """`grpo train` as a user runs it (a process of its own): a value the checks refuse; then, in this process,
+    a missing recipe and unparsable YAML."""
+    import subprocess
+    import sys
+
+    from grpo.cli import main
+    from tests.conftest import ROOT
+
+    run = subprocess.run(
+        [sys.executable, "-m", "grpo.cli", "train", SMOKE_RECIPE, "--num_generations", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-2000:]
+    lines = [line for line in run.stderr.splitlines() if line.strip() and "Warning" not in line]
+    assert lines == ["grpo train: error: num_generations must be >= 2: a group of one has no relative advantage"]
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("reward_funcs: [accuracy\n")
+    for path in (tmp_path / "missing.yaml", broken):
+        assert main(["train", str(path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("grpo train: error: ") and path.name in err and "\n" not in err
+
+
+def test_config_errors_of_other_recipe_commands_exit_2(tmp_path, capsys):
+    from grpo.cli import main
+
+    sft = tmp_path / "sft.yaml"
+    sft.write_text("model_name_or_path: tiny-random-llama\nmax_length: 0\n")
+    for command, argv, named in [
+        ("sample", [SMOKE_RECIPE, "--num_samples", "0"], "num_samples"),
+        ("sft", [str(sft)], "max_length"),
+        ("eval", [SMOKE_RECIPE, "--vllm_gpu_memory_utilization", "2"], "vllm_gpu_memory_utilization"),
+    ]:
+        assert main([command, *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"grpo {command}: error: ") and named in err and "\n" not in err
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text("output_dir: x\nstages: [{name: a, kind: nope}]\n")
+    assert main(["pipeline", str(pipeline)]) == 2
+    assert "kind must be one of" in capsys.readouterr().err

@@ -119,6 +119,35 @@ def test_resume_continues_at_the_right_step_with_the_right_lr(tmp_path):
         torch.testing.assert_close(trainable(resumed)[name], value, atol=1e-6, rtol=1e-5)
 
 
+def test_resume_after_preemption_logs_each_step_once(tmp_path):
+    """A run preempted after step 3 whose last checkpoint is step 2: rerun with `auto`, steps 3 and 4 run again and
+    metrics.jsonl / completions.jsonl hold each step once (the rows logged after checkpoint-2 are dropped)."""
+    import shutil
+
+    flags = ["--max_steps", "4", "--save_steps", "2", "--num_completions_to_log", "1"]
+    first = make_trainer(tmp_path, *flags, "--resume_from_checkpoint", "auto")
+    assert first.global_step == 0  # auto with no checkpoint: a fresh start
+    first.args.max_steps = 3
+    first.train()  # checkpoints 2 and 3; then "preempted" before checkpoint-3 was written:
+    shutil.rmtree(tmp_path / "checkpoint-3")
+    assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3]
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 4, "reward": 0.')  # a line torn by the crash
+    resumed = make_trainer(tmp_path, *flags, "--resume_from_checkpoint", "auto")
+    assert resumed.global_step == 2  # auto: the newest checkpoint
+    resumed.train()
+    assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3, 4]
+    with open(tmp_path / "completions.jsonl") as f:
+        assert [json.loads(line)["step"] for line in f] == [1, 2, 3, 4]
+
+
+def test_resume_latest_without_checkpoint_is_a_config_error(tmp_path):
+    from grpo.config import ConfigError
+
+    with pytest.raises(ConfigError, match="resume_from_checkpoint.*no checkpoint"):
+        make_trainer(tmp_path, "--resume_from_checkpoint", "latest")
+
+
 def test_failed_checkpoint_write_leaves_nothing_behind(tmp_path):
     from grpo.checkpoint import list_checkpoints, save_checkpoint
 
