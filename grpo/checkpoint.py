@@ -51,21 +51,19 @@ def resolve_checkpoint(path: str | None, output_dir: str) -> str | None:
     (start fresh) when there is none, for jobs that may be preempted and restarted with the same command;
     ``latest`` -> the newest checkpoint in ``output_dir``; else ``path`` itself.
 
-    Raises ``FileNotFoundError`` when ``latest`` finds none or ``path`` is not a complete checkpoint.
+    Raises :class:`grpo.config.ConfigError` (a setting the run cannot follow) when ``latest`` finds none or
+    ``path`` is not a complete checkpoint.
     """
+    from grpo.config import ConfigError
+
     if not path:
         return None
-    if path == "auto":
-        found = list_checkpoints(output_dir)
-        return found[-1] if found else None
-    if path == "latest":
-        found = list_checkpoints(output_dir)
-        if not found:
-            raise FileNotFoundError(f"resume_from_checkpoint=latest but {output_dir} holds no checkpoint")
-        return found[-1]
-    if not os.path.isfile(os.path.join(path, "trainer_state.json")):
-        raise FileNotFoundError(f"{path} is not a checkpoint (no trainer_state.json)")
-    return path
+    found = list_checkpoints(output_dir) if path in ("auto", "latest") else [path]
+    if path == "latest" and not found:
+        raise ConfigError(f"resume_from_checkpoint=latest but {output_dir} holds no checkpoint")
+    if found and not os.path.isfile(os.path.join(found[-1], "trainer_state.json")):
+        raise ConfigError(f"resume_from_checkpoint: {path} is not a checkpoint (no trainer_state.json)")
+    return found[-1] if found else None
 
 
 def rng_state() -> dict[str, Any]:

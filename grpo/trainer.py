@@ -22,6 +22,7 @@ from grpo.config import ConfigError, DataArguments, GRPOArguments, ModelArgument
 from grpo.data import PromptSampler, build_prompt_dataset, warn_if_think_prefilled
 from grpo.distributed import any_process, build_accelerator, gathered_for_generation, is_deepspeed, whole_models
 from grpo.dynamic_sampling import sample_informative
+from grpo.eval.heldout import HeldoutEvaluator
 from grpo.export import load_weights_into
 from grpo.logprobs import logprob_function
 from grpo.model import load_policy, load_reference, load_tokenizer, resolve_mixed_precision
@@ -58,19 +59,9 @@ class GRPOTrainer:
         set_seed(args.seed)
         self.tokenizer = load_tokenizer(model_args)
         self.dataset = build_prompt_dataset(data_args, self.tokenizer)
-        resume = self._checkpoint_to_resume()
-        with whole_models(self.accelerator):  # ZeRO-3: prepare partitions the policy; the reference stays whole
-            policy = load_policy(model_args)
-            self.ref_model = load_reference(policy, model_args, args.beta)
-            if resume:  # weights before prepare, so DeepSpeed partitions the restored ones
-                load_weights_into(policy, os.path.join(resume, "model"))
-        if self.ref_model is not None:
-            self.ref_model.to(self.accelerator.device)
-        try:
-            self.reward_funcs = build_reward_funcs(data_args, args)
-        except ValueError as err:  # an unknown reward or setting in the recipe
-            raise ConfigError(f"reward_funcs / reward_kwargs: {err}") from err
-        warn_if_think_prefilled(self.dataset, data_args.think_prefill)
+        resume = ckpt.resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)
+        policy, self.ref_model = self._load_models(resume)
+        self.reward_funcs = self._build_rewards()
         self.reward_names = [reward_name(f) for f in self.reward_funcs]
         self.reward_weights = torch.tensor(args.reward_weights or [1.0] * len(self.reward_funcs))
         self.policy, self.optimizer = self.accelerator.prepare(policy, build_optimizer(policy, args))
@@ -89,18 +80,31 @@ class GRPOTrainer:
         self.global_step = 0
         self.timings: dict[str, float] = {}  # seconds per phase of the current step
         self.sync_time = 0.0  # seconds the last weight sync took
-        self.eval_rows: dict[str, list[dict]] | None = None  # held-out slices, loaded at the first evaluation
+        self.evaluator = HeldoutEvaluator(args, data_args, self.tokenizer, self.reward_funcs)  # every eval_steps
         if resume:
             self.load_checkpoint(resume)
             self.sync_sampler()  # a sampler holding its own copy of the weights gets the restored ones
         self.logger = open_run_logger(self.accelerator, self.configs, self.dataset, self.global_step)
 
-    def _checkpoint_to_resume(self) -> str | None:
-        """The checkpoint ``resume_from_checkpoint`` names (:func:`grpo.checkpoint.resolve_checkpoint`), or None."""
+    def _load_models(self, resume: str | None) -> tuple:
+        """The policy (with the weights of ``resume``, if any) and the reference model (None when beta = 0 or
+        with LoRA, whose reference is the policy with its adapter off), before ``prepare``."""
+        with whole_models(self.accelerator):  # ZeRO-3: prepare partitions the policy; the reference stays whole
+            policy = load_policy(self.model_args)
+            ref_model = load_reference(policy, self.model_args, self.args.beta)
+            if resume:  # weights before prepare, so DeepSpeed partitions the restored ones
+                load_weights_into(policy, os.path.join(resume, "model"))
+        return policy, None if ref_model is None else ref_model.to(self.accelerator.device)
+
+    def _build_rewards(self) -> list:
+        """The recipe's reward functions (:func:`grpo.scoring.build_reward_funcs`); a bad name or setting is a
+        :class:`ConfigError`."""
         try:
-            return ckpt.resolve_checkpoint(self.args.resume_from_checkpoint, self.args.output_dir)
-        except FileNotFoundError as err:
-            raise ConfigError(f"resume_from_checkpoint: {err}") from err
+            funcs = build_reward_funcs(self.data_args, self.args)
+        except ValueError as err:
+            raise ConfigError(f"reward_funcs / reward_kwargs: {err}") from err
+        warn_if_think_prefilled(self.dataset, self.data_args.think_prefill)
+        return funcs
 
     # --- the loop -------------------------------------------------------------------------------
 
@@ -319,27 +323,10 @@ class GRPOTrainer:
 
     def evaluate(self) -> dict[str, float]:
         """``eval/<benchmark>/...`` metrics on the held-out slices when ``eval_steps`` divides the step (main process)."""
-        args = self.args
-        if not args.eval_steps or self.global_step % args.eval_steps or not self.accelerator.is_main_process:
+        if not self.evaluator.due(self.global_step) or not self.accelerator.is_main_process:
             return {}
-        from grpo.eval.benchmarks import load_benchmarks
-        from grpo.eval.heldout import evaluate_during_training
-
-        if self.eval_rows is None:
-            self.eval_rows = load_benchmarks(
-                args.eval_benchmarks, self.tokenizer, self.data_args, limit=args.eval_limit
-            )
         with self.timer("eval"):
-            return evaluate_during_training(
-                self.unwrapped_policy,
-                self.tokenizer,
-                self.eval_rows,
-                self.reward_funcs,
-                num_samples=args.eval_num_samples,
-                max_completion_length=args.max_completion_length,
-                sampler=self.sampler,
-                seed=args.seed,
-            )
+            return self.evaluator(self.unwrapped_policy, self.sampler)
 
     def log(self, result: StepResult) -> None:
         """Gather the rollout from every process, compute its metrics and write them (main process)."""

@@ -208,3 +208,34 @@ def evaluate_during_training(
                 value = result.get(source)
                 metrics[f"eval/{name}/{key}"] = float("nan") if value is None else float(value)
     return metrics
+
+
+class HeldoutEvaluator:
+    """Evaluation during training (``eval_steps``, ``eval_benchmarks``, ``eval_limit``, ``eval_num_samples`` of
+    ``GRPOArguments``): :func:`evaluate_during_training` on held-out benchmark slices, loaded at the first use."""
+
+    def __init__(self, args, data_args, tokenizer, reward_funcs: list):
+        self.args, self.data_args, self.tokenizer, self.reward_funcs = args, data_args, tokenizer, reward_funcs
+        self.rows: dict[str, list[dict]] | None = None  # benchmark -> rows, loaded at the first evaluation
+
+    def due(self, step: int) -> bool:
+        """True when ``eval_steps`` (> 0) divides the optimizer step ``step``."""
+        return bool(self.args.eval_steps) and step % self.args.eval_steps == 0
+
+    def __call__(self, model, sampler: Sampler | None) -> dict[str, float]:
+        """``eval/<benchmark>/...`` metrics of ``model`` sampled with ``sampler`` (see :func:`evaluate_during_training`)."""
+        from grpo.eval.benchmarks import load_benchmarks
+
+        args = self.args
+        if self.rows is None:
+            self.rows = load_benchmarks(args.eval_benchmarks, self.tokenizer, self.data_args, limit=args.eval_limit)
+        return evaluate_during_training(
+            model,
+            self.tokenizer,
+            self.rows,
+            self.reward_funcs,
+            num_samples=args.eval_num_samples,
+            max_completion_length=args.max_completion_length,
+            sampler=sampler,
+            seed=args.seed,
+        )
