@@ -191,15 +191,12 @@ class _Link:
         return moved
 
     def _sync_full(self, model: torch.nn.Module, merge_lora: bool) -> int:
-        if self.nccl is not None:
-            moved = 0
-
-            def send():
-                nonlocal moved
-                moved = self.nccl.send(model, merge_lora)
-
-            self.paused(send) if self.rank == 0 else send()
-            return moved
+        if self.nccl is not None:  # the main process broadcasts while generation is paused; the others gather
+            if self.rank != 0:
+                return self.nccl.send(model, merge_lora)
+            moved = []
+            self.paused(lambda: moved.append(self.nccl.send(model, merge_lora)))
+            return moved[0]
         folder = os.path.join(self.sync_dir, f"weights-v{self.version}") if self.rank == 0 else ""
         moved = write_weight_files(model, folder, self.args.vllm_sync_bucket_mb << 20, merge_lora, self.wire_dtype)
         if self.rank == 0:
