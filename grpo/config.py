@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from rewards.extract import GOLD_FORMATS
+
 LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "gspo")
 SCALE_REWARDS = ("group", "batch", "none")
 KL_ESTIMATORS = ("k1", "k2", "k3")
@@ -84,8 +86,8 @@ class DataArguments:
         "Column holding the gold answer; default: the first of answer, solution.", default=None
     )
     answer_format: str = _help(
-        "How to read the gold answer: `gsm8k` (after `#### `), `math` (the last \\boxed{} if present, "
-        "else the text), `raw` (as is), or `auto` (gsm8k if `####` appears, else math).",
+        "How to read the gold answer (rewards.extract.extract_gold): `gsm8k` (after `#### `), `math` (every "
+        "\\boxed{} if present, else the text), `raw` (as is), or `auto` (gsm8k if `####` appears, else math).",
         default="auto",
     )
     dataset_size: int = _help("Number of reasoning-gym problems to generate.", default=1000)
@@ -121,8 +123,8 @@ class DataArguments:
     def __post_init__(self) -> None:
         if self.prompt_template not in PROMPT_TEMPLATES:
             raise ValueError(f"prompt_template must be one of {PROMPT_TEMPLATES}, got {self.prompt_template!r}")
-        if self.answer_format not in ("auto", "gsm8k", "math", "raw"):
-            raise ValueError(f"answer_format must be auto, gsm8k, math or raw, got {self.answer_format!r}")
+        if self.answer_format not in GOLD_FORMATS:
+            raise ValueError(f"answer_format must be one of {', '.join(GOLD_FORMATS)}, got {self.answer_format!r}")
         self.reasoning_gym_kwargs = dict(JsonDict(self.reasoning_gym_kwargs))
 
 

@@ -3,8 +3,9 @@
 An answer (or gold) is read as one of these kinds, in this order:
 
 * **number**: a plain decimal (``-1,000.5``, ``.5``, thousands separated by ``,`` ``{,}`` ``,\\!``
-  ``\\,`` or single spaces), a fraction of integers (``\\frac{3}{4}``, ``-3/4``) or scientific notation
-  (``2.5 \\times 10^{3}``, ``3 \\cdot 10^8``, ``1.2e-3``, ``10^{6}``); two numbers are compared exactly
+  ``\\,`` or single spaces), a fraction of integers (``\\frac{3}{4}``, ``-3/4``, mixed ``2\\frac{1}{2}``),
+  scientific notation (``2.5 \\times 10^{3}``, ``3 \\cdot 10^8``, ``1.2e-3``, ``10^{6}``), or a list of one
+  value written several ways (``15\\frac{39}{40}, \\frac{639}{40}``); two numbers are compared exactly
   (as fractions), never by math-verify;
 * **numbers**: a set (``\\{1, 2\\}`` or a bare ``1, 2``: order-free) or an interval or tuple
   (``(1, 2]``, ``(-\\infty, 3)``) of numbers, compared exactly element by element, brackets included;
@@ -13,13 +14,13 @@ An answer (or gold) is read as one of these kinds, in this order:
 * **prose** (gold only): a sentence (4+ words) with nothing to verify: the gold cannot be scored;
 * **math**: anything else, sent to math-verify (``parse`` + ``verify``) in a helper process.
 
-Conventions (each one a choice; see the README's rewards table): a plain comma between digits is a
-thousands separator only when the whole answer is one number in groups of three after a non-zero lead
-(``1,000``), otherwise it separates list items (``0,111`` is the list 0, 111, never 0.111); an answer that relates to something (``x = 3``,
-``k = 2 + 3 = 5``) is read after its last ``=`` unless the gold is itself an equation; when the gold is
-a number, an unevaluated calculation (``-6 + -9``, ``2 \\times 4``, ``3^2``) is wrong even if it
-evaluates to the gold (copying the question is a reward hack); answers too large or deep to evaluate
-safely (see :func:`refusal`) are wrong without being evaluated.
+Conventions (each one a choice; see docs/rewards.md): a plain comma between digits is a thousands
+separator only when the whole answer is one number in groups of three after a non-zero lead (``1,000``),
+otherwise it separates list items (``0,111`` is the list 0, 111, never 0.111); an answer that relates to
+something (``x = 3``, ``k = 2 + 3 = 5``) is read after its last ``=`` unless the gold is itself an
+equation; when the gold is a number, an unevaluated calculation (``-6 + -9``, ``2 \\times 4``, ``3^2``)
+is wrong even if it evaluates to the gold (copying the question is a reward hack); answers too large or
+deep to evaluate safely (see :func:`refusal`) are wrong without being evaluated.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ _FRACTION_RE = re.compile(
     r"(?P<sign>[+-]?)\s*(?:\\[dtc]?frac\s*(?:\{\s*(?P<a>[+-]?\d+)\s*\}|(?P<a1>\d))\s*(?:\{\s*(?P<b>[+-]?\d+)\s*\}|(?P<b1>\d))"
     r"|(?P<a2>\d+)\s*/\s*(?P<b2>\d+))"
 )
+_MIXED_RE = re.compile(r"(?P<sign>[+-]?)(?P<whole>\d+)\s*(?P<frac>\\[dtc]?frac\s*\{\s*\d+\s*\}\s*\{\s*\d+\s*\})")
 _INFINITY = {"\\infty": math.inf, "+\\infty": math.inf, "-\\infty": -math.inf, "\\inf": math.inf, "-\\inf": -math.inf}
 _POWER_OF_TEN_RE = re.compile(r"10\s*\^\s*(?:\{\s*(?P<e>[+-]?\d{1,4})\s*\}|(?P<f>[+-]?\d{1,4}))")
 _TEXT_WRAP_RE = re.compile(r"\\(?:text|textbf|textit|textnormal|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
@@ -120,6 +122,9 @@ def number(answer: str) -> Fraction | None:
         if m := _FRACTION_RE.fullmatch(s):
             a, b = int(m["a"] or m["a1"] or m["a2"]), int(m["b"] or m["b1"] or m["b2"])
             return None if b == 0 else Fraction(-a if m["sign"] == "-" else a, b)
+        if m := _MIXED_RE.fullmatch(s):  # 2\frac{1}{2} is 2 + 1/2, as in MATH
+            value = int(m["whole"]) + number(m["frac"])
+            return -value if m["sign"] == "-" else value
         if m := _SCI_RE.fullmatch(s):
             mantissa = Decimal(m["m"])
             if not 1 <= abs(mantissa) < 10 and m["e1"] is None:
@@ -271,6 +276,8 @@ def read(answer: str, *, gold_has_relation: bool = True) -> Answer:
     if (value := number(s)) is not None:
         return Answer(s, "number", value)
     if (items := numbers(s)) is not None:
+        if items[0] == "set" and len(items[1]) == 1:  # 639/40, 15 39/40: one value written twice
+            return Answer(s, "number", next(iter(items[1])))
         return Answer(s, "numbers", items)
     if (folded := text(s)) is not None:
         return Answer(s, "text", folded)

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from grpo.config import DataArguments
-from grpo.data import extract_gold, load_rows, render_prompt
+from grpo.data import load_rows, render_prompt
 from grpo.io import read_jsonl
+from rewards.extract import extract_gold
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project root
 DEFAULT_DATA_DIR = os.path.join(os.path.dirname(ROOT), "shared", "data")
@@ -42,7 +43,7 @@ class Benchmark:
 
     ``local``: path of its file under the data folder; ``hub``: ``(data set id, config, split)`` used when
     the file is absent; ``problem_fields``: the first present field holds the problem; ``gold_field``: the gold
-    answer, read with ``answer_format`` (see :func:`grpo.data.extract_gold`); ``level_field``: the difficulty
+    answer, read with ``answer_format`` (see :func:`rewards.extract.extract_gold`); ``level_field``: the difficulty
     field that ``--levels`` filters on (None: the benchmark has none); ``reward``: the correctness reward;
     ``loader(benchmark, data_dir)`` returns the raw rows (default: :func:`load_local_or_hub`).
     """
@@ -176,7 +177,7 @@ def benchmark_rows(
                 f"{benchmark.gold_field!r}; fields are {sorted(row)}"
             )
         try:
-            gold = extract_gold(row[gold_field], benchmark.answer_format)
+            gold = extract_gold(row[gold_field], benchmark.answer_format) or ""
         except ValueError as err:
             raise ValueError(f"{benchmark.name}, row {index}: cannot read the gold answer: {err}") from err
         problem = str(row[field])
