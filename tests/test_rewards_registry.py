@@ -1,11 +1,17 @@
 """Registry contract: names, binding, errors, and the calling convention of every reward."""
 
+import ast
 import inspect
+import os
+import pkgutil
+import subprocess
+import sys
 
 import pytest
 
 import rewards
 from rewards import REWARDS, get_reward_funcs, register_reward
+from tests.conftest import ROOT
 
 EXPECTED = {
     "accuracy",
@@ -152,3 +158,42 @@ def test_settings_are_keyword_only_and_documented(name):
     assert any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     doc = inspect.getdoc(func)
     assert doc and "Returns" in doc and "Args" in doc
+
+
+def test_rewards_never_import_grpo():
+    # rewards/ is a library of its own: importing it, or any of its modules, loads nothing of grpo
+    modules = ["rewards"] + [f"rewards.{m.name}" for m in pkgutil.iter_modules(rewards.__path__)]
+    code = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print(sorted(m for m in sys.modules if m == 'grpo' or m.startswith('grpo.')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+    assert len(modules) > 10  # every module was tried
+
+
+def grpo_imports(source: str) -> list[int]:
+    """Line numbers of the import statements of ``source`` that name grpo, at any depth (lazy ones too)."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+        if isinstance(node, ast.ImportFrom) and node.level == 0:
+            names = [node.module or ""]
+        if any(n == "grpo" or n.startswith("grpo.") for n in names):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_no_rewards_source_imports_grpo_even_inside_a_function():
+    assert grpo_imports("def f():\n    from grpo.io import read_jsonl\n") == [2]  # the check can fail
+    folder = os.path.join(ROOT, "rewards")
+    found = {}
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".py"):
+            with open(os.path.join(folder, name), encoding="utf-8") as f:
+                if lines := grpo_imports(f.read()):
+                    found[name] = lines
+    assert not found
