@@ -64,6 +64,7 @@ class GRPOTrainer:
         self._check_think_prefill()
         self.reward_names = [reward_name(f) for f in self.reward_funcs]
         self.reward_weights = torch.tensor(args.reward_weights or [1.0] * len(self.reward_funcs))
+        self.reward_stats: dict[str, float] = {}  # rewards/<name>/time_s and /timeouts of the last scoring
         optimizer = torch.optim.AdamW(
             [p for p in policy.parameters() if p.requires_grad],
             lr=args.learning_rate,
@@ -201,7 +202,7 @@ class GRPOTrainer:
                 ids[m.bool()].tolist() for ids, m in zip(rollout.completion_ids, rollout.completion_mask)
             ]
             columns["truncated"] = rollout.truncated.tolist()
-            per_func = score_completions(self.reward_funcs, rollout.completions, columns)  # [N, F]
+            per_func = score_completions(self.reward_funcs, rollout.completions, columns, self.reward_stats)  # [N, F]
             return per_func, combine_rewards(per_func, self.reward_weights)  # [N, F], [N]
 
     def compute_advantages(self, rewards: torch.Tensor) -> torch.Tensor:
@@ -439,6 +440,7 @@ class GRPOTrainer:
                 "sync_time_s": self.sync_time,
                 "num_prompts_dropped": self.dataset.num_dropped,
                 **self.sampling_stats,
+                **self.reward_stats,
                 **evaluation,
                 **{f"time/{k}_s": v for k, v in self.timings.items()},
             }

@@ -2,8 +2,11 @@
 
 import ast
 import inspect
+import multiprocessing
 import os
+import pickle
 import pkgutil
+import re
 import subprocess
 import sys
 
@@ -197,3 +200,130 @@ def test_no_rewards_source_imports_grpo_even_inside_a_function():
                 if lines := grpo_imports(f.read()):
                     found[name] = lines
     assert not found
+
+
+# --- settings checked when built ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"repetition": {"max_penalty": 1.0}}, "reward 'repetition': max_penalty must be <= 0"),
+        ({"repetition": {"ngram_size": 0}}, "ngram_size must be >= 1"),
+        ({"cosine": {"max_len": 0}}, "reward 'cosine': max_len must be > 0"),
+        ({"cosine": {"max_len": "100"}}, "setting max_len must be int, got '100'"),
+        ({"cosine": {"exceed_length_penalty": "low"}}, "exceed_length_penalty must be float or None"),
+        ({"format": {"strict": "no"}}, "setting strict must be bool"),
+        ({"language_consistency": {"target_language": "xx"}}, "unsupported target_language 'xx'"),
+        ({"soft_overlong": {"max_completion_length": 10, "cache_length": 20}}, "cache_length must be in"),
+        ({"accuracy": {"timeout_seconds": 0}}, "timeout_seconds must be > 0"),
+        ({"accuracy": {"batch_timeout_seconds": -1}}, "batch_timeout_seconds must be > 0"),
+        ({"length": {"num_generations": 0}}, "num_generations must be >= 1"),
+        ({"reasoning_gym": {"timeout_seconds": True}}, "timeout_seconds must be float"),
+        ({"cosine": 5}, "must be a mapping"),
+    ],
+)
+def test_bad_settings_fail_when_built_with_one_clear_line(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)) as e:
+        get_reward_funcs(list(kwargs), kwargs)
+    assert "\n" not in str(e.value)
+
+
+def test_good_settings_are_accepted_ints_for_floats_included():
+    funcs = get_reward_funcs(
+        ["cosine", "repetition", "soft_overlong"],
+        {"cosine": {"max_len": 64, "min_value_wrong": -1}, "soft_overlong": {"max_completion_length": 8}},
+    )
+    assert [f.reward_kwargs for f in funcs] == [
+        {"max_len": 64, "min_value_wrong": -1},
+        {},
+        {"max_completion_length": 8},
+    ]
+
+
+# --- picklable ---------------------------------------------------------------------------------------------
+
+BATCH = {
+    "completions": ["<think>\nsum\n</think>\n<answer>\n4\n</answer>", "\\boxed{5} the the the the", "日本語"],
+    "solution": ["4", "4", "4"],
+    "completion_ids": [[1, 2, 3], [1] * 20, [1]],
+}
+SETTINGS = {
+    "length": {"num_generations": 3},
+    "soft_overlong": {"max_completion_length": 16},
+    "cosine": {"max_len": 32},
+    "format": {"strict": False},
+}
+
+
+def built_rewards():
+    names = sorted(EXPECTED - {"reasoning_gym"})
+    return get_reward_funcs(names, {n: SETTINGS[n] for n in names if n in SETTINGS})
+
+
+def _score_in_child(funcs, queue):
+    queue.put([(f.__name__, f(**BATCH)) for f in funcs])
+
+
+def test_built_rewards_survive_pickle_and_a_spawned_process():
+    funcs = built_rewards()
+    expected = [(f.__name__, f(**BATCH)) for f in funcs]
+    copies = pickle.loads(pickle.dumps(funcs))
+    assert [(f.__name__, f.reward_kwargs) for f in copies] == [(f.__name__, f.reward_kwargs) for f in funcs]
+    assert [(f.__name__, f(**BATCH)) for f in copies] == expected
+    ctx = multiprocessing.get_context("spawn")  # what trl's async trainer does: nothing inherited
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_score_in_child, args=(funcs, queue))
+    proc.start()
+    got = queue.get(timeout=240)
+    proc.join(60)
+    assert proc.exitcode == 0 and got == expected
+    assert {name for name, _ in got} == EXPECTED - {"reasoning_gym"}
+
+
+# --- rewards outside the package: "module.path:function" ---------------------------------------------------
+
+CUSTOM = '''
+def brevity(completions, *, target: int = 10, **kwargs):
+    """1.0 for a completion of at most `target` characters, falling linearly to 0 at twice that."""
+    return [max(0.0, min(1.0, 2.0 - len(c) / target)) for c in completions]
+
+NOT_CALLABLE = 3
+'''
+
+
+@pytest.fixture
+def custom_module(tmp_path, monkeypatch):
+    (tmp_path / "my_custom_rewards.py").write_text(CUSTOM)
+    (tmp_path / "broken_rewards.py").write_text("def f(:\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "my_custom_rewards"
+    for name in ("my_custom_rewards", "broken_rewards"):
+        sys.modules.pop(name, None)
+
+
+def test_a_reward_by_import_path_is_named_after_its_function_and_takes_its_settings(custom_module):
+    (f,) = get_reward_funcs([f"{custom_module}:brevity"], {f"{custom_module}:brevity": {"target": 2}})
+    assert f.__name__ == "brevity" and f.reward_kwargs == {"target": 2}
+    assert f(["ab", "abc", "abcd", "abcdefgh"]) == [1.0, 0.5, 0.0, 0.0]
+    assert pickle.loads(pickle.dumps(f))(["abc"]) == [0.5]
+    with pytest.raises(ValueError, match="reward 'brevity' has no setting"):
+        get_reward_funcs([f"{custom_module}:brevity"], {f"{custom_module}:brevity": {"targt": 2}})
+    with pytest.raises(ValueError, match="setting target must be int"):
+        get_reward_funcs([f"{custom_module}:brevity"], {f"{custom_module}:brevity": {"target": "2"}})
+
+
+@pytest.mark.parametrize(
+    "entry,message",
+    [
+        ("no_such_package_xyz.rewards:brevity", "cannot import module 'no_such_package_xyz.rewards' (ModuleNotFound"),
+        ("broken_rewards:f", "cannot import module 'broken_rewards' (SyntaxError"),
+        ("my_custom_rewards:nope", "module 'my_custom_rewards' has no attribute 'nope'"),
+        ("my_custom_rewards:NOT_CALLABLE", "my_custom_rewards.NOT_CALLABLE is a int, not callable"),
+        ("nope", "unknown reward 'nope'"),
+    ],
+)
+def test_a_bad_reward_entry_gives_one_line_naming_it(custom_module, entry, message):
+    with pytest.raises(ValueError, match=re.escape(message)) as e:
+        get_reward_funcs([entry])
+    assert "\n" not in str(e.value) and entry in str(e.value)
