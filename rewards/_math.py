@@ -32,17 +32,15 @@ def parse_answer(answer: str) -> tuple:
     """Parse one extracted, normalized answer with math-verify.
 
     The answer is read whole, as the content of ``\\boxed{answer}`` (LaTeX extraction only, so that a
-    number is never picked out of a larger LaTeX object such as a matrix). A plain-text answer in
-    Python style (``sqrt(2)/2``, ``2**10``) is read by the expression extractor instead, and any
-    other answer without a backslash falls back to it when LaTeX finds nothing.
+    number is never picked out of a larger object such as a matrix or ``-[0,1)``). A plain-text answer
+    in Python style (``sqrt(2)/2``, ``2**10``) is read by the expression extractor first.
 
     Returns:
         math-verify's parse result as a tuple; empty when nothing mathematical was found.
     """
     attempts = [(f"\\boxed{{{answer}}}", _LATEX)]
-    if "\\" not in answer:
-        expr = (answer, _EXPR)
-        attempts = [expr, *attempts] if _PYTHON_STYLE_RE.search(answer) else [*attempts, expr]
+    if "\\" not in answer and _PYTHON_STYLE_RE.search(answer):
+        attempts.insert(0, (answer, _EXPR))
     for text, config in attempts:
         parsed = _parse(text, config)
         if _has_math(parsed):

@@ -4,7 +4,7 @@ An answer (or gold) is read as one of these kinds, in this order:
 
 * **number**: a plain decimal (``-1,000.5``, ``.5``, thousands separated by ``,`` ``{,}`` ``,\\!``
   ``\\,`` or single spaces), a fraction of integers (``\\frac{3}{4}``, ``-3/4``, mixed ``2\\frac{1}{2}``),
-  scientific notation (``2.5 \\times 10^{3}``, ``3 \\cdot 10^8``, ``1.2e-3``, ``10^{6}``), or a list of one
+  scientific notation (``2.5 \\times 10^{3}``, ``3 \\cdot 10^8``, ``1.2e-3``, ``10^{6}``, ``2 million``), or a list of one
   value written several ways (``15\\frac{39}{40}, \\frac{639}{40}``); two numbers are compared exactly
   (as fractions), never by math-verify;
 * **numbers**: a set (``\\{1, 2\\}`` or a bare ``1, 2``: order-free) or an interval or tuple
@@ -37,10 +37,13 @@ MAX_BRACE_DEPTH = 32
 MAX_POWER_DIGITS = 100_000
 """A numeric power ``b^e`` with more than this many digits (``e * log10(b)``) is not evaluated."""
 MAX_FACTORIAL = 10_000
+ROUNDED_DECIMALS = 6
+"""A decimal with at least this many places may be a rounded value (math-verify's default precision)."""
 
-_SPACES_RE = re.compile(r"\\[,;:! ]|~|\\q?quad\b")
+_SPACES_RE = re.compile(r"\\\\|\\[,;:! ]|~|\\q?quad\b")
 _UNIT_WORDS_RE = re.compile(r"(\S+?)\s+([A-Za-z]{2,}\.?)(?:\s+([A-Za-z]{2,}\.?))?")
 _NOT_UNITS = {"and", "or", "to", "plus", "minus", "times", "over", "of", "divided", "by", "mod"}
+_NOT_UNITS |= {"hundred", "thousand", "million", "billion", "trillion"}  # scales, read by number()
 _SPACE_GROUPS_RE = re.compile(r"(?<![\d.,])[1-9]\d{0,2}(?: \d{3})+(?![\d,])")
 THOUSANDS_RE = re.compile(r"[+-]?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?")
 """A plain number with thousands commas (``1,234.5``; not ``0,111`` nor ``1,23``)."""
@@ -55,6 +58,10 @@ _FRACTION_RE = re.compile(
     r"|(?P<a2>\d+)\s*/\s*(?P<b2>\d+))"
 )
 _MIXED_RE = re.compile(r"(?P<sign>[+-]?)(?P<whole>\d+)\s*(?P<frac>\\[dtc]?frac\s*\{\s*\d+\s*\}\s*\{\s*\d+\s*\})")
+_SCALES = {"hundred": 2, "thousand": 3, "million": 6, "billion": 9, "trillion": 12}
+_SCALE_RE = re.compile(
+    r"(?P<n>[+-]?[\d.]+)\s*(?:\\text\s*\{\s*)?(?P<w>hundred|thousand|million|billion|trillion)\s*\}?", re.I
+)
 _INFINITY = {"\\infty": math.inf, "+\\infty": math.inf, "-\\infty": -math.inf, "\\inf": math.inf, "-\\inf": -math.inf}
 _POWER_OF_TEN_RE = re.compile(r"10\s*\^\s*(?:\{\s*(?P<e>[+-]?\d{1,4})\s*\}|(?P<f>[+-]?\d{1,4}))")
 _TEXT_WRAP_RE = re.compile(r"\\(?:text|textbf|textit|textnormal|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
@@ -62,7 +69,7 @@ _TEXT_RE = re.compile(r"[A-Za-z][A-Za-z'-]*(?: [A-Za-z][A-Za-z'-]*){0,2}")
 _MATH_WORDS = {"sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp", "sqrt", "pi", "inf", "infty", "infinity"}
 _MATH_WORDS |= {"arcsin", "arccos", "arctan", "sinh", "cosh", "tanh", "min", "max", "gcd", "lcm", "mod", "det"}
 _COMMAND_RE = re.compile(
-    r"\\(?:text|mathrm|textbf|mbox|textnormal|operatorname|begin|end)\s*\{[^{}]*\}|\\[A-Za-z]+|\^\{[^{}]*\}"
+    r"\\(?:text|mathrm|textbf|mbox|textnormal|operatorname|begin|end)\s*\{[^{}]*\}|\\[A-Za-z]+|[\^_]\{[^{}]*\}"
 )
 _PROSE_RE = re.compile(r"[A-Za-z]{4,}|[A-Za-z]{2,}\s+[A-Za-z]{2,}")
 _CALCULATION_RE = re.compile(r"\d\s*(?:[-+*×·÷^/]|\\times|\\cdot|\\div)\s*[-+({]*\s*\d")
@@ -93,9 +100,11 @@ def normalize_answer(answer: str) -> str:
                 s = s[len(left) : len(s) - len(right)].strip()
                 break
     s = re.sub(r"(?<=\d)\s*(?:\{\s*,\s*\}|,\s*\\!)\s*(?=\d{3})", "", s)  # 14{,}916, 11,\!111
-    s = _SPACES_RE.sub(" ", s)
+    s = _SPACES_RE.sub(lambda m: m.group() if m.group() == "\\\\" else " ", s)  # \\ (a row break) stays
     s = re.sub(r"\s+", " ", s).strip()
-    s = re.sub(r"^(?:\\\$|\$)\s*", "", s)
+    s = re.sub(r"^\\\$\s*", "", s)  # a leading currency sign
+    s = re.sub(r"(?<!\\)\$", "", s).strip()  # inside an extracted answer, $ only delimits math ("$125$ miles")
+    s = re.sub(r"\\math(?:rm|it)\s*\{\s*([A-Za-z])\s*\}", r"\1", s)  # \mathrm{e} is e
     s = _SPACE_GROUPS_RE.sub(lambda m: m.group().replace(" ", ""), s)
     if s.endswith(".") and not s.endswith(".."):
         s = s[:-1].rstrip()
@@ -122,6 +131,9 @@ def number(answer: str) -> Fraction | None:
         if m := _FRACTION_RE.fullmatch(s):
             a, b = int(m["a"] or m["a1"] or m["a2"]), int(m["b"] or m["b1"] or m["b2"])
             return None if b == 0 else Fraction(-a if m["sign"] == "-" else a, b)
+        if m := _SCALE_RE.fullmatch(s):  # 2 million
+            value = number(m["n"])
+            return None if value is None else value * 10 ** _SCALES[m["w"].lower()]
         if m := _MIXED_RE.fullmatch(s):  # 2\frac{1}{2} is 2 + 1/2, as in MATH
             value = int(m["whole"]) + number(m["frac"])
             return -value if m["sign"] == "-" else value
@@ -193,9 +205,11 @@ def has_relation(answer: str) -> bool:
 
 
 def after_relation(answer: str) -> str:
-    """The part after the last ``=`` (``"k = 2 + 3 = 5"`` gives ``"5"``), or ``answer`` without one."""
+    """The part after the last ``=`` (``"k = 2 + 3 = 5"`` gives ``"5"``), without an approximation after it
+    (``"x = 1/3 \\approx 0.33"`` gives ``"1/3"``), or ``answer`` without ``=``."""
     parts = _RELATION_RE.split(answer)
-    return parts[-1].strip() if len(parts) > 1 and parts[-1].strip() else answer
+    last = parts[-1].split("\\approx")[0].strip()
+    return last if len(parts) > 1 and last else answer
 
 
 def refusal(answer: str) -> str | None:
@@ -253,6 +267,18 @@ def _numeric_tower(s: str) -> bool:
     return _numeric_groups(s, lambda g: "^" in g, after=r"\^")
 
 
+def _rounded_equal(answer: Answer, gold: Answer) -> bool:
+    """A decimal written with :data:`ROUNDED_DECIMALS` or more places equals a value that rounds to it
+    (``0.333333`` and ``1/3``), either side; fewer places must be exact (``0.33`` is not ``1/3``)."""
+    for rounded, exact in ((answer, gold), (gold, answer)):
+        m = re.fullmatch(r"[+-]?\d*\.(\d+)", rounded.raw)
+        if m and len(m[1]) >= ROUNDED_DECIMALS:
+            places = len(m[1])
+            if round(exact.value, places) == rounded.value:  # type: ignore[arg-type, call-overload]
+                return True
+    return False
+
+
 @dataclass(frozen=True)
 class Answer:
     """An answer (or gold) read once: its normalized text and kind (``number``, ``text``, ``prose``,
@@ -294,6 +320,8 @@ def quick_verdict(answer: Answer, gold: Answer) -> float | None:
     if answer.raw == gold.raw:
         return 1.0
     if gold.kind in ("number", "numbers"):
+        if answer.kind == gold.kind == "number":
+            return 1.0 if answer.value == gold.value or _rounded_equal(answer, gold) else 0.0
         if answer.kind in ("number", "numbers"):
             return 1.0 if answer.kind == gold.kind and answer.value == gold.value else 0.0
         if answer.kind == "text" or (gold.kind == "number" and unevaluated_arithmetic(answer.raw)):

@@ -10,7 +10,7 @@ import re
 
 from .equivalence import THOUSANDS_RE
 
-TAIL_CHARS = 4000
+TAIL_CHARS = 16_000
 """The fallback (no tag, no box) looks for the final answer in this many characters at the end."""
 
 GOLD_FORMATS = ("auto", "gsm8k", "math", "raw")
@@ -24,12 +24,19 @@ _CONNECTOR_RE = re.compile(
     re.IGNORECASE,
 )
 _MAX_CONNECTOR = 40
-# Openers of math spans; each is closed by its own closer (see _math_spans).
-_MATH_OPEN_RE = re.compile(r"\$\$|\$|\\\(|\\\[")
+# Openers of math spans (an escaped \$ is a dollar sign); each is closed by its own closer (see _math_spans).
+_MATH_OPEN_RE = re.compile(r"(?<!\\)\$\$|(?<!\\)\$|\\\(|\\\[")
 _MATH_CLOSE = {"$$": "$$", "$": "$", "\\(": "\\)", "\\[": "\\]"}
+_INLINE = ("$", "\\(")  # an inline span does not cross a line break (as in math-verify)
 # A number standing alone (not part of an exponent, subscript, LaTeX group or word), or a fraction a/b.
-_NUMBER = r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"
-_STANDALONE_RE = re.compile(rf"(?<![\w.^_{{}}\\/]){_NUMBER}(?:\s*/\s*\d+(?:\.\d+)?)?(?![\w^_{{}}/]|\.\d)")
+_NUMBER = r"[+-]?(?:\d{1,3}(?:,\d{3})+|[1-9]\d{0,2}(?: \d{3})+|\d+)(?:\.\d+)?|[+-]?\.\d+"
+_STANDALONE_RE = re.compile(rf"(?<![\w.^_{{}}\\/])(?:{_NUMBER})(?:\s*/\s*\d+(?:\.\d+)?)?(?![\w^_{{}}/]|\.\d)")
+# "The final answer is ...", "Answer: ..." (the minerva-style closing line, and plain ones).
+_STATEMENT_RE = re.compile(r"(?:final\s+answer|\bthe\s+answer|\banswer)\s*(?:is\b|:)\s*:?", re.IGNORECASE)
+_FINAL_RE = re.compile(r"final\s+answer\s*(?:is\b|:)", re.IGNORECASE)
+_CLEAN_START_RE = re.compile(r"\s*(?:\$|\\\(|\\\[|[+-]?\.?\d)")
+_SENTENCE_END_RE = re.compile(r"\.(?:\s|$)|\n")
+_BARE_RE = re.compile(r"(?<![\\\w])(?!(?:or|and)\b)[A-Za-z]{2,}")
 _ANCHOR_RE = re.compile(r"^(?:the\s+)?(?:final\s+)?answer\s*(?:is\s*:?|:)\s*", re.IGNORECASE)
 _WORD_RE = re.compile(r"(?<![\\\w])[A-Za-z]{2,}(?!\w)")
 _PROSE_WORDS = 4
@@ -112,10 +119,11 @@ def last_boxed(text: str) -> str | None:
     return found[-1][2] if found else None
 
 
-def final_boxed(text: str) -> str | None:
+def final_boxed(text: str, distinct: bool = False) -> str | None:
     """The final boxed answer: the last closed box, together with the boxes just before it that only
     connectors separate (whitespace, ``$``, commas, ``and``/``or``, ``\\quad`` ...), joined by ``", "``.
-    ``"\\boxed{2} and \\boxed{3}"`` gives ``"2, 3"``; ``"\\boxed{3} wait, no: \\boxed{5}"`` gives ``"5"``.
+    ``"\\boxed{2} and \\boxed{3}"`` gives ``"2, 3"``; ``"\\boxed{3} wait, no: \\boxed{5}"`` gives ``"5"``;
+    ``distinct`` drops repeated parts.
 
     Returns:
         The answer, or ``None`` when ``text`` has no closed box.
@@ -129,14 +137,8 @@ def final_boxed(text: str) -> str | None:
         if len(gap) > _MAX_CONNECTOR or not _CONNECTOR_RE.fullmatch(gap):
             break
         run.insert(0, box)
-    return ", ".join(content for _, _, content in run)
-
-
-def all_boxed(text: str) -> str | None:
-    """Every distinct box of ``text``, in order, joined by ``", "`` (a gold answer with several boxed
-    parts is all of them), or ``None``."""
-    parts = list(dict.fromkeys(content for _, _, content in boxes(text)))
-    return ", ".join(parts) if parts else None
+    parts = [content for _, _, content in run]
+    return ", ".join(dict.fromkeys(parts) if distinct else parts)
 
 
 def last_number(text: str) -> str | None:
@@ -149,51 +151,82 @@ def last_number(text: str) -> str | None:
 
 
 def final_statement(text: str) -> str | None:
-    """The answer a completion ends on when it has no tag and no box: the last math span
-    (``$...$``, ``\\(...\\)``, ``\\[...\\]``, whole) or the last number standing alone outside math
-    (see :func:`last_number`), whichever ends later, looked for in the last :data:`TAIL_CHARS`
-    characters. ``"So $x \\in (-6, 10)$."`` gives ``"x \\in (-6, 10)"``, never ``"10"``.
+    """The answer a completion ends on when it has no tag and no box, looked for in its last
+    :data:`TAIL_CHARS` characters: whichever ends later of the last math span (``$...$``,
+    ``\\(...\\)``, ``\\[...\\]``, whole), the last number standing alone outside math (see
+    :func:`last_number`), and the statement after the last "the answer is" / "answer:" (its math span,
+    or the text to the end of the sentence; read as an ``<answer>`` block when it is a sentence). An
+    explicit "Final Answer: ..." / "the final answer is ..." is the answer even if more follows.
+    ``"So $x \\in (-6, 10)$."`` gives ``"x \\in (-6, 10)"``, never ``"10"``. An inline span broken across
+    lines is not read at all.
 
     Returns:
-        The answer, or ``None`` when there is neither.
+        The answer, or ``None`` when there is none.
     """
     tail = text[-TAIL_CHARS:]
-    best: tuple[int, str] | None = None
+    spans = _math_spans(tail)
+    candidates: list[tuple[int, str]] = [(end, content) for _, end, content, ok in spans if ok and content]
     outside, last_end = [], 0
-    for start, end, content in _math_spans(tail):
+    for start, end, _, _ in spans:
         outside.append((last_end, tail[last_end:start]))
         last_end = end
-        best = (end, content)
     outside.append((last_end, tail[last_end:]))
     for offset, chunk in reversed(outside):
         numbers = list(_STANDALONE_RE.finditer(chunk))
         if numbers:
-            end = offset + numbers[-1].end()
-            if best is None or end > best[0]:
-                best = (end, numbers[-1].group())
+            candidates.append((offset + numbers[-1].end(), numbers[-1].group()))
             break
-    return best[1] if best else None
+    anchors = list(_STATEMENT_RE.finditer(tail))
+    if anchors:
+        end, statement = _statement_after(tail, anchors[-1].end(), spans)
+        if statement and _FINAL_RE.match(anchors[-1].group()):
+            return statement  # an explicit "Final Answer: ..." wins over whatever follows it
+        candidates.append((end, statement))
+    candidates = [c for c in candidates if c[1]]
+    return max(candidates, key=lambda c: c[0])[1] if candidates else None
 
 
-def _math_spans(text: str) -> list[tuple[int, int, str]]:
-    """The math spans of ``text`` (``$$...$$``, ``$...$``, ``\\(...\\)``, ``\\[...\\]``) as
-    ``(start, end, stripped content)``, non-empty ones only. Linear: a kind of opener whose closer is
-    missing once is never looked for again (no later one can close either)."""
+def _statement_after(text: str, pos: int, spans: list[tuple[int, int, str, bool]]) -> tuple[int, str]:
+    """``(end, statement)`` of what follows an answer anchor at ``pos``: the math span starting there, or the
+    text up to the end of the sentence (at most 200 characters; quotes and a final period stripped)."""
+    start = len(text) - len(text[pos:].lstrip())
+    for span_start, end, content, ok in spans:
+        if span_start == start:
+            return (end, content if ok else "")
+    m = _SENTENCE_END_RE.search(text, start, start + 200)
+    end = m.start() if m else min(len(text), start + 200)
+    statement = text[start:end].strip().strip("\"'").strip()
+    if _WORD_RE.search(statement):  # "The largest $n$ is 34": the value it ends on, if it has one
+        return (end, final_statement(statement) or statement)
+    return (end, statement)
+
+
+def _math_spans(text: str) -> list[tuple[int, int, str, bool]]:
+    """The math spans of ``text`` (``$$...$$``, ``$...$``, ``\\(...\\)``, ``\\[...\\]``; ``\\$`` is a
+    dollar sign) as ``(start, end, stripped content, readable)``; an inline span that crosses a line
+    break is not readable. Linear: a kind of opener whose closer is missing once is never looked for
+    again (no later one can close either)."""
     spans, pos, dead = [], 0, set()
     while (m := _MATH_OPEN_RE.search(text, pos)) is not None:
         opener = m.group()
         pos = m.end()
         if opener in dead:
             continue
-        close = text.find(_MATH_CLOSE[opener], pos)
+        close = _find_closer(text, _MATH_CLOSE[opener], pos)
         if close < 0:
             dead.add(opener)
             continue
-        content = text[pos:close].strip()
+        content = text[pos:close]
         pos = close + len(_MATH_CLOSE[opener])
-        if content:
-            spans.append((m.start(), pos, content))
+        spans.append((m.start(), pos, content.strip(), not (opener in _INLINE and "\n" in content)))
     return spans
+
+
+def _find_closer(text: str, closer: str, pos: int) -> int:
+    """Index of the next ``closer`` at or after ``pos`` that is not an escaped ``\\$``; -1 if none."""
+    while (i := text.find(closer, pos)) > 0 and closer[0] == "$" and text[i - 1] == "\\":
+        pos = i + 1
+    return i
 
 
 def _is_prose(text: str) -> bool:
@@ -220,8 +253,12 @@ def extract_answer(completion: str) -> str | None:
 
     1. the last closed ``<answer>...</answer>`` (see :func:`tagged_answer`);
     2. the final box run anywhere (see :func:`final_boxed`: the last ``\\boxed{}``/``\\fbox{}``, with
-       the boxes joined to it by commas or "and" as one multi-part answer);
-    3. the final statement: the last math span or standalone number (see :func:`final_statement`).
+       the boxes joined to it by commas or "and" as one multi-part answer), unless an explicit
+       "Final Answer: ..." with a math span or number follows the last box (then that statement);
+    3. the whole completion when it is nothing but an answer (at most 200 characters, no ``$``, no
+       word of two letters or more but "or"/"and": ``"\\frac{10}{9}"``, ``"3 or 4"``);
+    4. the final statement: the last math span, standalone number or "the answer is ..." statement
+       (see :func:`final_statement`).
 
     Returns:
         The answer string, or ``None`` when nothing was found.
@@ -229,16 +266,27 @@ def extract_answer(completion: str) -> str | None:
     tagged = last_tag_content(completion, "answer")
     if tagged is not None:
         return tagged_answer(tagged)
-    return final_boxed(completion) or final_statement(completion)
+    found = boxes(completion)
+    if found:
+        after = completion[found[-1][1] :]
+        final = list(_FINAL_RE.finditer(after))
+        if final and _CLEAN_START_RE.match(after, final[-1].end()) and (statement := final_statement(after)):
+            return statement  # "\\boxed{255} ... Final Answer: The final answer is $10,455$"
+        return final_boxed(completion)
+    bare = completion.strip()
+    if len(bare) <= 200 and "$" not in bare and not _BARE_RE.search(bare) and bare[:1] not in ("", "<"):
+        return bare  # the completion is nothing but an answer ("1 000", "\\frac{10}{9}", "3 or 4")
+    return final_statement(completion)
 
 
 def extract_gold(solution, answer_format: str = "auto") -> str | None:
     """The gold answer of a dataset row (the one gold-answer reader: data loading and rewards use it).
 
     Formats: ``gsm8k``, the text after the last ``####``; ``math``, the last ``<answer>`` block's
-    content (its boxes if any), else every distinct ``\\boxed{}`` of a worked solution joined by ``", "``
-    (``"\\boxed{2} and \\boxed{3}"`` gives ``"2, 3"``), else the whole string as a bare value (``"72"``,
-    ``"\\frac{1}{2}"``); ``raw``, the string as is; ``auto``, ``gsm8k`` when ``####`` appears and
+    content (its boxes if any), else the final box run of a worked solution as for completions, repeats
+    dropped (``"\\boxed{2} and \\boxed{3}"`` gives ``"2, 3"``), else the statement after a closing "The final
+    answer is" (minerva style), else the whole string as a bare value (``"72"``, ``"\\frac{1}{2}"``);
+    ``raw``, the string as is; ``auto``, ``gsm8k`` when ``####`` appears and
     ``math`` otherwise. A plain number loses its thousands commas (``"1,234"`` gives ``"1234"``;
     ``"0,111"`` is not a number with thousands separators and stays as written).
 
@@ -265,7 +313,9 @@ def extract_gold(solution, answer_format: str = "auto") -> str | None:
             raise ValueError(f"nothing after '####' in GSM8K answer {text[-80:]!r}")
     elif fmt == "math":
         tagged = last_tag_content(text, "answer")
-        gold = (all_boxed(tagged) or tagged) if tagged else (all_boxed(text) or text.strip())
+        gold = (final_boxed(tagged, distinct=True) or tagged) if tagged else final_boxed(text, distinct=True)
+        if not tagged and not gold:
+            gold = final_statement(text) if _FINAL_RE.search(text) else text.strip()
     else:
         gold = text.strip()
     if THOUSANDS_RE.fullmatch(gold):

@@ -126,7 +126,11 @@ def test_unknown_kwargs_ignored_and_int_gold():
         ("<answer>see \\boxed{3}</answer>", "3"),
         ("x \\boxed{\\frac{a}{b}} y", "\\frac{a}{b}"),
         ("it is 1,234.5.", "1,234.5"),
-        ("v2 and -7", "-7"),
+        ("v2 is -7", "-7"),
+        ("3 or 4", "3 or 4"),  # a bare answer is read whole: a hedge is not its last number
+        ("\\frac{10}{9}", "\\frac{10}{9}"),
+        ("\\boxed{255} so ... Final Answer: The final answer is $10,455$. I hope it is correct.", "10,455"),
+        ("Final Answer: The largest $n$ is 34.", "34"),
         ("", None),
         ("<answer></answer>", None),
     ],
@@ -239,8 +243,10 @@ def test_refusal(answer, refused):
         ("Total: 1,234 dollars\n#### 1,234", "gsm8k", "1234"),  # a plain number loses thousands commas
         ("blah\n#### 1,234", "auto", "1234"),
         ("So $\\boxed{\\dfrac{1}{2}}$.", "auto", "\\dfrac{1}{2}"),
-        ("first \\boxed{1} then \\boxed{\\sqrt{a_{1}}}", "math", "1, \\sqrt{a_{1}}"),  # every box
-        ("\\boxed{2} and \\boxed{2}", "math", "2"),  # distinct boxes
+        ("first \\boxed{1} then \\boxed{\\sqrt{a_{1}}}", "math", "\\sqrt{a_{1}}"),  # the final box run
+        ("\\boxed{2} and \\boxed{3}", "math", "2, 3"),
+        ("\\boxed{2}, or $\\boxed{2}$", "math", "2"),  # repeats dropped
+        ("... Final Answer: The final answer is $28 \\%$. I hope it is correct.", "auto", "28 \\%"),
         ("<answer>0,111</answer>", "auto", "0,111"),  # not a thousands-separated number: as written
         ("\\frac{3}{4}", "auto", "\\frac{3}{4}"),
         (" 42 ", "raw", "42"),
