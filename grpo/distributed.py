@@ -139,3 +139,9 @@ def gathered_for_generation(model: torch.nn.Module, accelerator: Accelerator):
     from trl.models.utils import unwrap_model_for_generation
 
     return unwrap_model_for_generation(model, accelerator)
+
+
+def any_process(accelerator: Accelerator, flag: bool) -> bool:
+    """True when ``flag`` is True on any process (a collective: every process must call it)."""
+    count = torch.tensor(float(flag), device=accelerator.device)
+    return bool(accelerator.reduce(count, reduction="sum") > 0)
