@@ -113,12 +113,6 @@ def _unbox(content: str) -> str:
     return "".join(ch for i, ch in enumerate(content) if i not in drop)
 
 
-def last_boxed(text: str) -> str | None:
-    """Content of the last closed ``\\boxed{...}`` or ``\\fbox{...}`` (see :func:`boxes`), or ``None``."""
-    found = boxes(text)
-    return found[-1][2] if found else None
-
-
 def final_boxed(text: str, distinct: bool = False) -> str | None:
     """The final boxed answer: the last closed box, together with the boxes just before it that only
     connectors separate (whitespace, ``$``, commas, ``and``/``or``, ``\\quad`` ...), joined by ``", "``.
@@ -141,21 +135,13 @@ def final_boxed(text: str, distinct: bool = False) -> str | None:
     return ", ".join(dict.fromkeys(parts) if distinct else parts)
 
 
-def last_number(text: str) -> str | None:
-    """The last number standing alone in ``text`` (GSM8K style): an optional sign, digits with optional
-    thousands commas, optional decimals, or a fraction ``a/b``; a number that is part of an exponent,
-    subscript, LaTeX group or word (``x^2``, ``a_1``, ``{3}``, ``v2``) does not count.
-    ``"... is 1,234.5."`` gives ``"1,234.5"``."""
-    matches = _STANDALONE_RE.findall(text)  # no groups: whole matches
-    return matches[-1] if matches else None
-
-
 def final_statement(text: str) -> str | None:
     """The answer a completion ends on when it has no tag and no box, looked for in its last
     :data:`TAIL_CHARS` characters: whichever ends later of the last math span (``$...$``,
-    ``\\(...\\)``, ``\\[...\\]``, whole), the last number standing alone outside math (see
-    :func:`last_number`), and the statement after the last "the answer is" / "answer:" (its math span,
-    or the text to the end of the sentence; read as an ``<answer>`` block when it is a sentence). An
+    ``\\(...\\)``, ``\\[...\\]``, whole), the last number standing alone outside math (an optional sign,
+    digits with thousands commas or spaces, decimals, or a fraction ``a/b``; not part of an exponent,
+    subscript, LaTeX group or word), and the statement after the last "the answer is" / "answer:" (its
+    math span, or the text to the end of the sentence; the value it ends on when it has words). An
     explicit "Final Answer: ..." / "the final answer is ..." is the answer even if more follows.
     ``"So $x \\in (-6, 10)$."`` gives ``"x \\in (-6, 10)"``, never ``"10"``. An inline span broken across
     lines is not read at all.

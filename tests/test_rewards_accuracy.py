@@ -5,7 +5,7 @@ import pytest
 
 from rewards import accuracy_reward, extract_answer, extract_gold, score_answers
 from rewards.equivalence import normalize_answer, number, numbers, read, refusal, text
-from rewards.extract import final_boxed, final_statement, last_boxed, last_number
+from rewards.extract import final_boxed, final_statement
 
 # Issue 15's reproducers: (completion, gold, expected).
 REPRODUCERS = [
@@ -140,10 +140,11 @@ def test_extract_answer(text, answer):
 
 
 def test_helpers():
-    assert last_boxed("\\boxed{a{b}c}") == "a{b}c"
-    assert last_number("3.14 and 2,718") == "2,718"
-    assert last_number("x^2 + a_1 = v2") is None  # exponents, subscripts and words do not count
-    assert last_number("so 48/2 = 24 and 2/3") == "2/3"
+    assert final_boxed("\\boxed{a{b}c}") == "a{b}c"
+    assert final_boxed("\\boxed{1 + {2}") is None  # unclosed
+    assert final_statement("3.14 and 2,718") == "2,718"
+    assert final_statement("x^2 + a_1 = v2") is None  # exponents, subscripts and words do not count
+    assert final_statement("so 48/2 = 24 and 2/3") == "2/3"
     assert normalize_answer("$1{,}000$.") == "1000"
     assert normalize_answer("5 and 6") == "5 and 6"
     assert normalize_answer("(102,104]") == "(102, 104]"  # inside brackets a comma separates items
