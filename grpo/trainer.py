@@ -64,6 +64,7 @@ class GRPOTrainer:
         self.reward_funcs = self._build_rewards()
         self.reward_names = [reward_name(f) for f in self.reward_funcs]
         self.reward_weights = torch.tensor(args.reward_weights or [1.0] * len(self.reward_funcs))
+        self.reward_stats: dict[str, float] = {}  # rewards/<name>/time_s and /timeouts, summed until logged
         self.policy, self.optimizer = self.accelerator.prepare(policy, build_optimizer(policy, args))
         self.scheduler = build_scheduler(self.optimizer, args)  # on the prepared optimizer; stepped by hand
         self.logprob_fn = logprob_function(
@@ -163,7 +164,7 @@ class GRPOTrainer:
         """Rewards per function ``[N, F]`` (NaN = unverifiable) and their weighted sum ``[N]``."""
         with self.timer("rewards"):
             columns = rollout_reward_columns(rows, rollout, self.args.num_generations)
-            per_func = score_completions(self.reward_funcs, rollout.completions, columns)  # [N, F]
+            per_func = score_completions(self.reward_funcs, rollout.completions, columns, self.reward_stats)  # [N, F]
             return per_func, combine_rewards(per_func, self.reward_weights)  # [N, F], [N]
 
     def compute_advantages(self, rewards: torch.Tensor) -> torch.Tensor:
@@ -352,11 +353,13 @@ class GRPOTrainer:
                 "sync_bytes": self.sampler.last_sync_bytes,
                 "num_prompts_dropped": self.dataset.num_dropped,
                 **result.scored.sampling_stats,
+                **self.reward_stats,
                 **result.evaluation,
                 **{f"time/{k}_s": v for k, v in self.timings.items()},
             }
         )
         self.logger.log(self.global_step, record, lengths.tolist(), self._logged_completions(result))
+        self.reward_stats.clear()
 
     def _logged_completions(self, result: StepResult) -> list[dict]:
         """The first ``num_completions_to_log`` completions of this process, with their rewards and advantages."""
