@@ -23,12 +23,18 @@ commands:
 
 
 def train_main(argv: list[str]) -> int:
-    """``grpo train``: parse the recipe and flags, train, return 0."""
+    """``grpo train``: parse the recipe and flags, train; 0, or 3 when the collapse guard stopped the run (its
+    message, naming the signal and the last good checkpoint, goes to stderr)."""
     from grpo.config import parse_config
+    from grpo.guards import TrainingCollapsed
     from grpo.trainer import GRPOTrainer
 
     model_args, data_args, args = parse_config(argv)
-    GRPOTrainer(model_args, data_args, args).train()
+    try:
+        GRPOTrainer(model_args, data_args, args).train()
+    except TrainingCollapsed as stop:
+        print(f"grpo train: {stop}", file=sys.stderr)
+        return 3
     return 0
 
 

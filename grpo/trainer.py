@@ -22,9 +22,11 @@ from grpo import checkpoint as ckpt
 from grpo.algo.advantages import group_advantages, informative_groups
 from grpo.algo.loss import policy_loss
 from grpo.config import DataArguments, GRPOArguments, ModelArguments, config_dict, save_config
-from grpo.data import PromptSampler, build_prompt_dataset
+from grpo.curriculum import build_prompt_sampler
+from grpo.data import build_prompt_dataset
 from grpo.distributed import build_accelerator, gathered_for_generation, is_deepspeed, whole_models
 from grpo.export import load_weights_into
+from grpo.guards import RunGuard, halve_learning_rate
 from grpo.logprobs import completion_logprobs, completion_logprobs_shared_prompts
 from grpo.model import load_policy, load_reference, load_tokenizer
 from grpo.run_logger import RunLogger, tracker_names
@@ -89,13 +91,8 @@ class GRPOTrainer:
             else completion_logprobs
         )
         self.sampler = build_run_sampler(self.unwrapped_policy, self.tokenizer, args)
-        self.prompts = PromptSampler(
-            len(self.dataset),
-            args.prompts_per_rollout,
-            args.seed,
-            self.accelerator.num_processes,
-            self.accelerator.process_index,
-        )
+        self.prompts = build_prompt_sampler(args, len(self.dataset), self.accelerator, self.reward_names)
+        self.guard = RunGuard(args, self._sum_over_processes if self.accelerator.num_processes > 1 else None)
         self.global_step = 0
         self.timings: dict[str, float] = {}
         if resume:
@@ -117,22 +114,32 @@ class GRPOTrainer:
 
     def train(self) -> None:
         """Train until ``max_steps`` optimizer steps; checkpoint every ``save_steps`` and at the end."""
-        args = self.args
-        while self.global_step < args.max_steps:
-            self.timings = {}
-            start = time.perf_counter()
-            rows, rollout, per_func, rewards = self.sample_and_score()  # prompts -> G completions -> rewards
-            advantages = self.compute_advantages(rewards)  # group-relative advantages
-            batch = self.make_batch(rollout, advantages)  # old and reference log-probs
-            update = self.update(batch)  # mu x steps_per_generation steps
-            self.sync_sampler()  # new weights to the sampler
-            evaluation = self.evaluate()  # held-out slices, every eval_steps
-            self.log(rows, rollout, per_func, rewards, advantages, update, time.perf_counter() - start, evaluation)
-            if args.save_steps and self.global_step % args.save_steps == 0:
+        try:
+            while self.global_step < self.args.max_steps:
+                self.timings = {}
+                start = time.perf_counter()
+                rows, rollout, per_func, rewards = self.sample_and_score()  # prompts -> G completions -> rewards
+                advantages = self.compute_advantages(rewards)  # group-relative advantages
+                batch = self.make_batch(rollout, advantages)  # old and reference log-probs
+                update = self.update(batch)  # mu x steps_per_generation steps
+                self.sync_sampler()  # new weights to the sampler
+                evaluation = self.evaluate()  # held-out slices, every eval_steps
+                step_time = time.perf_counter() - start
+                record = self.log(rows, rollout, per_func, rewards, advantages, update, step_time, evaluation)
+                if self.watch_for_collapse(record):  # collapse guard: go on, roll back (True) or stop (raises)
+                    continue
+                if self._checkpoint_due():
+                    self.save_checkpoint()
+            if not self._checkpoint_due():  # the final state, unless just saved
                 self.save_checkpoint()
-        if not (args.save_steps and self.global_step % args.save_steps == 0):
-            self.save_checkpoint()
-        self.logger.close()
+        finally:
+            self.logger.close()
+
+    def _checkpoint_due(self) -> bool:
+        """Every ``save_steps``, unless the collapse guard is counting a bad streak (the last good checkpoint
+        must not be rotated away)."""
+        args = self.args
+        return bool(args.save_steps and self.global_step % args.save_steps == 0 and self.guard.healthy)
 
     # --- one named call per arrow ---------------------------------------------------------------
 
@@ -180,6 +187,7 @@ class GRPOTrainer:
         rows = self.next_prompts()  # sample prompts
         rollout = self.generate(rows)  # rollout
         per_func, rewards = self.score(rows, rollout)  # rule-based rewards
+        self.prompts.observe(per_func, self.reward_names)  # curriculum: the drawn prompts' pass rates
         return rows, rollout, per_func, rewards, informative_groups(rewards, self.args.num_generations)
 
     def next_prompts(self) -> list[dict]:
@@ -201,7 +209,7 @@ class GRPOTrainer:
                 ids[m.bool()].tolist() for ids, m in zip(rollout.completion_ids, rollout.completion_mask)
             ]
             columns["truncated"] = rollout.truncated.tolist()
-            per_func = score_completions(self.reward_funcs, rollout.completions, columns)  # [N, F]
+            per_func = score_completions(self.guard.screen(self.reward_funcs), rollout.completions, columns)  # [N, F]
             return per_func, combine_rewards(per_func, self.reward_weights)  # [N, F], [N]
 
     def compute_advantages(self, rewards: torch.Tensor) -> torch.Tensor:
@@ -302,7 +310,7 @@ class GRPOTrainer:
                     tis_cap=args.tis_cap,
                     tis_level=args.tis_level,
                 )
-                acc.backward(loss * scale)
+                acc.backward(self.guard.loss_for_backward(loss) * scale)  # non-finite: NaN gradient, step skipped
                 tokens = float(micro.completion_mask.sum())
                 totals["loss"] = totals.get("loss", 0.0) + float(loss.detach())
                 for key, value in metrics.items():  # token-weighted means over the micro-batches
@@ -316,12 +324,16 @@ class GRPOTrainer:
         tokens = max(totals.pop("_tokens"), 1.0)
         return {"grad_norm": grad_norm, **{k: (v if k == "loss" else v / tokens) for k, v in totals.items()}}
 
+    def _sum_over_processes(self, value: float) -> float:
+        return float(self.accelerator.reduce(torch.tensor(value, device=self.accelerator.device), "sum"))
+
     def _clip_and_step(self) -> float:
         params = [p for p in self.policy.parameters() if p.requires_grad]
         max_norm = self.args.max_grad_norm if self.args.max_grad_norm > 0 else float("inf")
         grad_norm = self.accelerator.clip_grad_norm_(params, max_norm)  # DeepSpeed: clipped in backward, norm read
+        if self.guard.allow_step(grad_norm):  # a non-finite gradient norm never reaches the weights
+            self.optimizer.step()
         grad_norm = float("nan") if grad_norm is None else float(grad_norm)
-        self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.global_step += 1
@@ -420,8 +432,9 @@ class GRPOTrainer:
         update: list[dict],
         step_time: float,
         evaluation: dict[str, float],
-    ) -> None:
-        """Gather the rollout from every process, compute its metrics and write them (main process)."""
+    ) -> dict:
+        """Gather the rollout from every process, compute its metrics and write them (main process); returns
+        the metrics (the same on every process, but for ``eval/*``)."""
         acc, g = self.accelerator, self.args.num_generations
         lengths = rollout.completion_mask.sum(1)  # [N] tokens
         gathered = [acc.gather(t.to(acc.device)).cpu() for t in (rewards, per_func, lengths, rollout.truncated)]
@@ -439,12 +452,14 @@ class GRPOTrainer:
                 "sync_time_s": self.sync_time,
                 "num_prompts_dropped": self.dataset.num_dropped,
                 **self.sampling_stats,
+                **self.prompts.metrics(),
+                **self.guard.metrics(),
                 **evaluation,
                 **{f"time/{k}_s": v for k, v in self.timings.items()},
             }
         )
         if self.global_step % self.args.logging_steps:
-            return
+            return record
         n = min(self.args.num_completions_to_log, len(rollout))
         samples = [
             {
@@ -458,11 +473,12 @@ class GRPOTrainer:
             for i in range(n)
         ]
         self.logger.log(self.global_step, record, gathered[2].tolist(), samples)
+        return record
 
     def save_checkpoint(self) -> str:
         """Write ``checkpoint-<global_step>`` atomically (every process takes part); returns its path."""
-        state = {"global_step": self.global_step, "batches_drawn": self.prompts.batches_drawn}
-        return ckpt.save_training_checkpoint(
+        state = {"global_step": self.global_step, **self.prompts.state_dict()}
+        path = ckpt.save_training_checkpoint(
             self.accelerator,
             self.policy,
             self.optimizer,
@@ -473,12 +489,30 @@ class GRPOTrainer:
             self.args.output_dir,
             self.args.save_total_limit,
         )
+        self.guard.saved(path)
+        return path
 
     def load_checkpoint(self, folder: str) -> None:
         """Restore optimizer, scheduler, RNG states, step and data position (weights: before ``prepare``)."""
         state = ckpt.load_training_state(self.accelerator, self.policy, self.optimizer, self.scheduler, folder)
         self.global_step = state["global_step"]
-        self.prompts.batches_drawn = state["batches_drawn"]
+        self.prompts.load_state_dict(state)
+        self.guard.last_good = folder
+
+    def watch_for_collapse(self, record: dict) -> bool:
+        """The collapse guard's verdict on this rollout: go on (False), stop (raises ``TrainingCollapsed``) or
+        roll back to the last good checkpoint with the learning rate halved (True)."""
+        folder = self.guard.check(self.global_step, record)
+        if folder is None:
+            return False
+        self.accelerator.print(self.guard.message)
+        base_lrs = list(self.scheduler.base_lrs)
+        if not is_deepspeed(self.accelerator):  # DeepSpeed's engine restores its weights in load_checkpoint
+            load_weights_into(self.unwrapped_policy, os.path.join(folder, "model"))
+        self.load_checkpoint(folder)
+        halve_learning_rate(self.scheduler, self.optimizer, base_lrs)
+        self.sync_sampler()
+        return True
 
 
 def _num(x: torch.Tensor) -> float | None:
