@@ -1,4 +1,4 @@
-"""The ``grpo`` command: ``grpo train``, ``export``, ``eval``, ``score``, ``sft``, ``cold_start``, ``sample``, ``pipeline``."""
+"""The ``grpo`` command: ``grpo train``, ``export``, ``eval``, ``score``, ``sft``, ``cold_start``, ``sample``, ``pipeline``, ``plot``."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ commands:
   cold_start [RECIPE.yaml] [--field ...]  readable <think>/<answer> SFT data from GSM8K or (problem, reasoning, answer)
   sample RECIPE.yaml [--field value ...]  rejection sampling (or a teacher's traces) into SFT data + statistics
   pipeline RECIPE.yaml [--only a,b]       multi-stage DeepSeek-R1 pipeline; finished stages are skipped
+  plot OUTPUT_DIR [--eval LABEL=PATH]     PNG training curves from metrics.jsonl; held-out accuracy before/after
 """
 
 
@@ -61,6 +62,7 @@ COMMANDS = {
     "cold_start": "grpo.r1.cold_start:cold_start_main",
     "sample": "grpo.r1.sample:sample_main",
     "pipeline": "grpo.r1.pipeline:pipeline_main",
+    "plot": "grpo.plot:plot_main",
 }
 
 
