@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Cold start against none (README, "Cold start against none, measured on CPU"): the base model and the
+# Cold start against none (docs/r1_pipeline.md, "Cold start against none, measured on CPU"): the base model and the
 # pipeline's cold-start SFT model, each sampled once at the RL temperature on the first 32 GSM8K test problems
 # with the RL recipe's template and rewards (seeded), then re-scored with the lenient format rewards.
 # Needs outputs/r1-smollm2/sft_cold_start/model (grpo pipeline recipes/smollm2/r1.yaml).
