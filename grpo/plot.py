@@ -259,7 +259,7 @@ def plot_evals(evals: list[tuple[str, list[dict]]], path: str) -> str:
     plt = _pyplot()
     benchmarks = list(dict.fromkeys(r["benchmark"] for _, results in evals for r in results))
     width = 0.8 / len(evals)
-    fig, ax = plt.subplots(figsize=(max(5.5, 1.6 * len(benchmarks) * len(evals)), 3.8))
+    fig, ax = plt.subplots(figsize=(max(7.5, 1.6 * len(benchmarks) * len(evals)), 3.8))
     tops = []
     for i, (label, results) in enumerate(evals):
         found = {r["benchmark"]: r for r in results}
@@ -271,6 +271,7 @@ def plot_evals(evals: list[tuple[str, list[dict]]], path: str) -> str:
         tops += [a + e for a, e in zip(accs, errs)]
     names = {r["benchmark"]: f"{r['benchmark']}\n({r['num_problems']} problems)" for _, rs in evals for r in rs}
     ax.set_xticks(range(len(benchmarks)), [names[b] for b in benchmarks])
+    ax.set_xlim(-1, len(benchmarks))  # room beside the bars for one benchmark as for several
     ax.set(ylabel="accuracy (%)", ylim=accuracy_ylim(tops))
     ax.set_title(_paired_title(evals), fontsize=9)
     ax.grid(alpha=0.3, axis="y")
