@@ -46,19 +46,24 @@ def list_checkpoints(output_dir: str) -> list[str]:
     return [os.path.join(output_dir, name) for _, name in sorted(found)]
 
 
-def resolve_checkpoint(path: str, output_dir: str) -> str:
-    """``latest`` -> the newest checkpoint in ``output_dir``; else ``path`` itself.
+def resolve_checkpoint(path: str | None, output_dir: str) -> str | None:
+    """The checkpoint to resume from: None for None; ``auto`` -> the newest checkpoint in ``output_dir``, or None
+    (start fresh) when there is none, for jobs that may be preempted and restarted with the same command;
+    ``latest`` -> the newest checkpoint in ``output_dir``; else ``path`` itself.
 
-    Raises ``FileNotFoundError`` when there is none or the folder is not a complete checkpoint.
+    Raises :class:`grpo.config.ConfigError` (a setting the run cannot follow) when ``latest`` finds none or
+    ``path`` is not a complete checkpoint.
     """
-    if path == "latest":
-        found = list_checkpoints(output_dir)
-        if not found:
-            raise FileNotFoundError(f"resume_from_checkpoint=latest but {output_dir} holds no checkpoint")
-        return found[-1]
-    if not os.path.isfile(os.path.join(path, "trainer_state.json")):
-        raise FileNotFoundError(f"{path} is not a checkpoint (no trainer_state.json)")
-    return path
+    from grpo.config import ConfigError
+
+    if not path:
+        return None
+    found = list_checkpoints(output_dir) if path in ("auto", "latest") else [path]
+    if path == "latest" and not found:
+        raise ConfigError(f"resume_from_checkpoint=latest but {output_dir} holds no checkpoint")
+    if found and not os.path.isfile(os.path.join(found[-1], "trainer_state.json")):
+        raise ConfigError(f"resume_from_checkpoint: {path} is not a checkpoint (no trainer_state.json)")
+    return found[-1] if found else None
 
 
 def rng_state() -> dict[str, Any]:
@@ -147,7 +152,7 @@ def save_training_checkpoint(
     """Write ``checkpoint-<state['global_step']>``; every process must call it (module docstring: layout).
 
     ``policy``/``optimizer`` are the prepared objects (a DeepSpeed engine and its optimizer under
-    DeepSpeed); ``configs`` the three config dataclasses. Returns the checkpoint's path.
+    DeepSpeed); ``configs`` the run's config dataclasses (:data:`grpo.config.CONFIG_CLASSES`). Returns the checkpoint's path.
     """
     from accelerate.utils import broadcast_object_list
 

@@ -27,12 +27,13 @@ def train_main(argv: list[str]) -> int:
     """``grpo train``: parse the recipe and flags, train; 0, or 3 when the collapse guard stopped the run (its
     message, naming the signal and the last good checkpoint, goes to stderr)."""
     from grpo.config import parse_config
+
+    configs = parse_config(argv)  # before the trainer's imports: a bad recipe fails fast
     from grpo.guards import TrainingCollapsed
     from grpo.trainer import GRPOTrainer
 
-    model_args, data_args, args = parse_config(argv)
     try:
-        GRPOTrainer(model_args, data_args, args).train()
+        GRPOTrainer(*configs).train()
     except TrainingCollapsed as stop:
         print(f"grpo train: {stop}", file=sys.stderr)
         return 3
@@ -76,11 +77,19 @@ def command(name: str) -> Callable[[list[str]], int]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``grpo COMMAND ARGS``; returns the exit code: 2 with a one-line message for a configuration error
+    (:class:`grpo.config.ConfigError`, as argparse does for a bad flag), no traceback."""
+    from grpo.config import ConfigError
+
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         print(USAGE, file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
-    return command(argv[0])(argv[1:])
+    try:
+        return command(argv[0])(argv[1:])
+    except ConfigError as err:
+        print(f"grpo {argv[0]}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

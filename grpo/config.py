@@ -1,4 +1,4 @@
-"""Run configuration: three dataclasses, the single source of truth for every setting.
+"""Run configuration: four dataclasses, the single source of truth for every setting.
 
 A recipe is a YAML file whose keys are field names of these dataclasses; command-line flags
 override it (``grpo train RECIPE.yaml --learning_rate 1e-6``). Parsing uses trl's ``TrlParser``
@@ -10,16 +10,26 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import yaml
 
-LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "gspo")
-SCALE_REWARDS = ("group", "batch", "none")
-KL_ESTIMATORS = ("k1", "k2", "k3")
+from grpo.algo import advantages, loss
+from grpo.optim import SCHEDULES
+from grpo.samplers.base import SAMPLERS
+
+# The choices of the algorithm's settings are the names of their registries (one source of truth).
+# (loss_type, kl_estimator, tis_level: checked by grpo.algo.loss.LossSettings, from its registries)
+SCALE_REWARDS = tuple(advantages.SCALES)
+SAMPLER_NAMES = tuple(SAMPLERS)
 PROMPT_TEMPLATES = ("chat", "r1")
 REPORT_TO = ("none", "wandb", "tensorboard")
+
+
+class ConfigError(ValueError):
+    """A bad recipe, flag or setting (the message names the field or file): ``grpo`` prints it as one line and
+    exits with status 2, like argparse's own errors."""
 
 
 class JsonDict(dict):
@@ -169,37 +179,6 @@ class GRPOArguments:
     temperature: float = _help("Sampling temperature (log-probs for the loss use the same temperature).", default=1.0)
     top_p: float = _help("Nucleus sampling threshold (1.0 = off).", default=1.0)
     top_k: int = _help("Top-k sampling (0 = off).", default=0)
-    # vLLM sampler (sampler: vllm; one engine colocated in each training process, see grpo/samplers/vllm.py)
-    vllm_gpu_memory_utilization: float = _help(
-        "Share of the GPU's memory the colocated vLLM engine may take for weights and KV cache (GPU only).", default=0.3
-    )
-    vllm_kv_cache_gb: float = _help(
-        "vLLM KV cache size in GiB; 0 = from vllm_gpu_memory_utilization on a GPU, 1 GiB on CPU.", default=0.0
-    )
-    vllm_enable_sleep_mode: bool = _help(
-        "Offload vLLM's weights and free its KV cache while training, wake it for generation (GPU only).", default=False
-    )
-    vllm_tensor_parallel_size: int = _help(
-        "Tensor-parallel size of each vLLM engine; > 1 shards it over that many training processes "
-        "(vLLM's external_launcher backend; the process count must be a multiple).",
-        default=1,
-    )
-    vllm_sync_bucket_mb: int = _help(
-        "Weight sync streams the policy to vLLM in buckets of at most this many MiB (under ZeRO-3 each bucket "
-        "is gathered on its own, never the whole model).",
-        default=256,
-    )
-    vllm_dtype: str = _help(
-        "vLLM weight dtype: `auto` (fp32 on CPU, bf16 on GPUs that support it), or a torch "
-        "dtype name such as `float32`.",
-        default="auto",
-    )
-    vllm_max_model_len: int = _help("Longest prompt + completion vLLM serves (0 = the model's own limit).", default=0)
-    vllm_enforce_eager: bool = _help(
-        "Run vLLM without torch.compile and CUDA graphs: starts in seconds instead of about half a minute; "
-        "slower per token on a GPU.",
-        default=False,
-    )
     # sampler-trainer mismatch correction
     tis_cap: float = _help(
         "Truncated importance sampling (Yao et al. 2025): weight each token's policy-gradient term by "
@@ -265,7 +244,9 @@ class GRPOArguments:
     )
     entropy_coef: float = _help("Entropy bonus coefficient (0 = off).", default=0.0)
     top_entropy_quantile: float = _help(
-        "Train only on tokens at or above this entropy quantile (1.0 = all tokens).", default=1.0
+        "rho: keep the policy gradient only on the top-rho share of tokens by entropy (Wang et al. 2025; 1.0 = all "
+        "tokens, 0 = only the highest-entropy ones), in [0, 1].",
+        default=1.0,
     )
     advantage_eps: float = _help("Added to the std when scaling advantages.", default=1e-4)
     # guards (grpo/guards.py)
@@ -319,25 +300,21 @@ class GRPOArguments:
     save_steps: int = _help("Checkpoint every N optimizer steps (0 = only at the end).", default=0)
     save_total_limit: int | None = _help("Keep at most this many checkpoints (oldest removed first).", default=2)
     resume_from_checkpoint: str | None = _help(
-        "A checkpoint folder, or `latest` for the newest in output_dir.", default=None
+        "A checkpoint folder; `latest`: the newest in output_dir (an error if there is none); `auto`: the newest "
+        "if there is one, else start fresh (preemptible jobs rerun the same command).",
+        default=None,
     )
 
     def __post_init__(self) -> None:
         self.reward_kwargs = dict(JsonDict(self.reward_kwargs))
         self.report_to = checked_trackers(self.report_to)
-        _check_choice("loss_type", self.loss_type, LOSS_TYPES)
+        self.loss_settings()  # the loss's own checks (loss_type, clip range, delta, beta, KL, entropy, TIS)
         _check_choice("scale_rewards", self.scale_rewards, SCALE_REWARDS)
-        _check_choice("kl_estimator", self.kl_estimator, KL_ESTIMATORS)
-        _check_choice("lr_scheduler_type", self.lr_scheduler_type, ("constant", "cosine"))
+        _check_choice("lr_scheduler_type", self.lr_scheduler_type, tuple(SCHEDULES))
         _check_choice("mixed_precision", self.mixed_precision, ("auto", "no", "bf16", "fp16"))
-        _check_choice("sampler", self.sampler, ("hf", "vllm", "replay"))
-        _check_choice("tis_level", self.tis_level, ("token", "sequence"))
+        _check_choice("sampler", self.sampler, SAMPLER_NAMES)
         _check_choice("on_collapse", self.on_collapse, ("stop", "rollback"))
         self._check_curriculum_and_guards()
-        if self.tis_cap < 0:
-            raise ValueError(f"tis_cap must be >= 0 (0 = off), got {self.tis_cap}")
-        if not 0 < self.vllm_gpu_memory_utilization <= 1:
-            raise ValueError(f"vllm_gpu_memory_utilization must be in (0, 1], got {self.vllm_gpu_memory_utilization}")
         for name in (
             "max_steps",
             "num_generations",
@@ -348,8 +325,6 @@ class GRPOArguments:
             "max_completion_length",
             "logging_steps",
             "max_generation_rounds",
-            "vllm_tensor_parallel_size",
-            "vllm_sync_bucket_mb",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -366,10 +341,6 @@ class GRPOArguments:
             raise ValueError(
                 f"reward_weights has {len(self.reward_weights)} entries but reward_funcs has {len(self.reward_funcs)}"
             )
-        if not 0 < self.top_entropy_quantile <= 1:
-            raise ValueError(f"top_entropy_quantile must be in (0, 1], got {self.top_entropy_quantile}")
-        if self.delta is not None and self.delta <= 1:
-            raise ValueError(f"delta (dual clip) must be > 1, got {self.delta}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if self.save_steps and self.save_steps % self.steps_per_rollout:
@@ -377,6 +348,12 @@ class GRPOArguments:
                 f"save_steps ({self.save_steps}) must be a multiple of num_iterations x steps_per_generation "
                 f"({self.steps_per_rollout}): checkpoints are taken between rollouts"
             )
+
+    def loss_settings(self) -> loss.LossSettings:
+        """The loss's settings (:class:`grpo.algo.loss.LossSettings`, fields of the same names); raises
+        ``ValueError`` naming a field out of range."""
+        names = [f.name for f in fields(loss.LossSettings)]
+        return loss.LossSettings(**{name: getattr(self, name) for name in names})
 
     def _check_curriculum_and_guards(self) -> None:
         if not 0 <= self.curriculum_min_pass_rate < self.curriculum_max_pass_rate <= 1:
@@ -410,6 +387,53 @@ class GRPOArguments:
         return self.num_iterations * self.steps_per_generation
 
 
+@dataclass
+class VLLMArguments:
+    """The vLLM engine of ``sampler: vllm`` (one engine colocated in each training process, see
+    grpo/samplers/vllm.py). Recipes set these keys beside the others; only the vLLM sampler reads them."""
+
+    vllm_gpu_memory_utilization: float = _help(
+        "Share of the GPU's memory the colocated vLLM engine may take for weights and KV cache (GPU only).", default=0.3
+    )
+    vllm_kv_cache_gb: float = _help(
+        "vLLM KV cache size in GiB; 0 = from vllm_gpu_memory_utilization on a GPU, 1 GiB on CPU.", default=0.0
+    )
+    vllm_enable_sleep_mode: bool = _help(
+        "Offload vLLM's weights and free its KV cache while training, wake it for generation (GPU only).", default=False
+    )
+    vllm_tensor_parallel_size: int = _help(
+        "Tensor-parallel size of each vLLM engine; > 1 shards it over that many training processes "
+        "(vLLM's external_launcher backend; the process count must be a multiple).",
+        default=1,
+    )
+    vllm_sync_bucket_mb: int = _help(
+        "Weight sync streams the policy to vLLM in buckets of at most this many MiB (under ZeRO-3 each bucket "
+        "is gathered on its own, never the whole model).",
+        default=256,
+    )
+    vllm_dtype: str = _help(
+        "vLLM weight dtype: `auto` (fp32 on CPU, bf16 on GPUs that support it), or a torch "
+        "dtype name such as `float32`.",
+        default="auto",
+    )
+    vllm_max_model_len: int = _help("Longest prompt + completion vLLM serves (0 = the model's own limit).", default=0)
+    vllm_enforce_eager: bool = _help(
+        "Run vLLM without torch.compile and CUDA graphs: starts in seconds instead of about half a minute; "
+        "slower per token on a GPU.",
+        default=False,
+    )
+
+    def __post_init__(self) -> None:
+        if not 0 < self.vllm_gpu_memory_utilization <= 1:
+            raise ValueError(f"vllm_gpu_memory_utilization must be in (0, 1], got {self.vllm_gpu_memory_utilization}")
+        for name in ("vllm_tensor_parallel_size", "vllm_sync_bucket_mb"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("vllm_kv_cache_gb", "vllm_max_model_len"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0 = automatic), got {getattr(self, name)}")
+
+
 def checked_trackers(report_to: str | list[str]) -> list[str]:
     """``report_to`` as a list (a YAML or flag may give one string). Raises ``ValueError`` for an unknown tracker."""
     trackers = [report_to] if isinstance(report_to, str) else list(report_to)
@@ -433,16 +457,18 @@ def _parse_json(name: str, text: str) -> dict:
     return value
 
 
-CONFIG_CLASSES = (ModelArguments, DataArguments, GRPOArguments)
+CONFIG_CLASSES = (ModelArguments, DataArguments, GRPOArguments, VLLMArguments)
+CONFIG_SECTIONS = ("model", "data", "training", "vllm")  # config.yaml: one section per class
 
 
 def parse_config(argv: list[str], classes: tuple[type, ...] = CONFIG_CLASSES) -> tuple[Any, ...]:
     """Parse ``[RECIPE.yaml] [--config RECIPE.yaml] [--field value ...]`` into the dataclasses ``classes``
-    (default: model, data and GRPO arguments; ``grpo sft``, ``grpo sample`` and ``grpo cold_start`` pass
+    (default: model, data, GRPO and vLLM arguments; ``grpo sft``, ``grpo sample`` and ``grpo cold_start`` pass
     their own).
 
-    The recipe's values replace the defaults and flags replace the recipe's. Raises ``ValueError``
-    (from the dataclass checks) or exits with argparse's message on unknown flags or keys.
+    The recipe's values replace the defaults and flags replace the recipe's. Raises :class:`ConfigError` (a
+    missing or unreadable recipe, an unknown key, a value the dataclass checks refuse) or exits with argparse's
+    message on unknown flags and unparsable values.
     """
     from trl import TrlParser
 
@@ -452,29 +478,32 @@ def parse_config(argv: list[str], classes: tuple[type, ...] = CONFIG_CLASSES) ->
     if "--config" in argv:
         path = argv[argv.index("--config") + 1]
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"recipe not found: {path}")
-    parser = TrlParser(classes)
-    return tuple(parser.parse_args_and_config(argv))  # type: ignore[return-value]
+            raise ConfigError(f"recipe not found: {path}")
+    try:
+        return tuple(TrlParser(classes).parse_args_and_config(argv))  # type: ignore[return-value]
+    except (ValueError, yaml.YAMLError) as err:
+        raise ConfigError(" ".join(str(err).split())) from err
 
 
 def config_dict(*configs: Any) -> dict[str, dict[str, Any]]:
-    """The resolved configuration as ``{"model": {...}, "data": {...}, "training": {...}}``."""
-    return {name: asdict(cfg) for name, cfg in zip(("model", "data", "training"), configs)}
+    """The resolved configuration as ``{"model": {...}, "data": {...}, "training": {...}, "vllm": {...}}``."""
+    return {name: asdict(cfg) for name, cfg in zip(CONFIG_SECTIONS, configs)}
 
 
 def save_config(path: str, *configs: Any) -> None:
-    """Write the resolved configuration as YAML (atomically: temporary file, then rename)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        yaml.safe_dump(config_dict(*configs), f, sort_keys=False)
-    os.replace(tmp, path)
+    """Write the resolved configuration as YAML (atomically: :func:`grpo.io.write_text`)."""
+    from grpo.io import write_text
+
+    write_text(path, yaml.safe_dump(config_dict(*configs), sort_keys=False))
 
 
-def load_config(path: str) -> tuple[ModelArguments, DataArguments, GRPOArguments]:
-    """Read a configuration written by :func:`save_config`. Raises ``ValueError`` on unknown keys."""
+def load_config(path: str) -> tuple[ModelArguments, DataArguments, GRPOArguments, VLLMArguments]:
+    """Read a configuration written by :func:`save_config` (a missing ``vllm`` section, as written before it
+    existed, gives its defaults). Raises ``ValueError`` on unknown keys."""
     with open(path) as f:
         raw = yaml.safe_load(f)
     try:
-        return ModelArguments(**raw["model"]), DataArguments(**raw["data"]), GRPOArguments(**raw["training"])
-    except (KeyError, TypeError) as err:
+        raw.setdefault("vllm", {})
+        return tuple(cls(**raw[name]) for cls, name in zip(CONFIG_CLASSES, CONFIG_SECTIONS))  # type: ignore[return-value]
+    except (AttributeError, KeyError, TypeError) as err:
         raise ValueError(f"{path}: not a grpo configuration ({err})") from err

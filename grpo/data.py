@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -264,6 +265,19 @@ def epoch_order(num_rows: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(num_rows, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
 
 
+def warn_if_think_prefilled(dataset: PromptDataset, think_prefill: bool) -> None:
+    """Warn when the rendered prompt opens <think> (say, a chat template that pre-fills it) but the recipe does
+    not say so (``think_prefill``): the format rewards would then score every completion 0."""
+    from rewards import detect_think_prefill
+
+    if not think_prefill and dataset.rows and detect_think_prefill(dataset.rows[0]["prompt"]):
+        warnings.warn(
+            "the rendered prompt already opens <think>; set think_prefill: true so the format "
+            "rewards read completions as starting inside the thinking block",
+            stacklevel=3,
+        )
+
+
 def trained_problems(run_dir: str) -> set[str]:
     """The problems a training run in ``run_dir`` actually drew, replayed from its config and newest checkpoint.
 
@@ -277,7 +291,7 @@ def trained_problems(run_dir: str) -> set[str]:
     checkpoints = list_checkpoints(run_dir)
     if not checkpoints:
         raise FileNotFoundError(f"{run_dir} has no checkpoint to replay")
-    model_args, data_args, args = load_config(os.path.join(checkpoints[-1], "config.yaml"))
+    model_args, data_args, args, _ = load_config(os.path.join(checkpoints[-1], "config.yaml"))
     state = read_trainer_state(checkpoints[-1])
     dataset = build_prompt_dataset(data_args, load_tokenizer(model_args))
     if "curriculum" in state:  # drawn by pass rate: the checkpoint lists every prompt drawn

@@ -139,3 +139,13 @@ def gathered_for_generation(model: torch.nn.Module, accelerator: Accelerator):
     from trl.models.utils import unwrap_model_for_generation
 
     return unwrap_model_for_generation(model, accelerator)
+
+
+def any_process(accelerator: Accelerator, flag: bool) -> bool:
+    """True when ``flag`` is True on any process (a collective: every process must call it)."""
+    return sum_over_processes(accelerator, float(flag)) > 0
+
+
+def sum_over_processes(accelerator: Accelerator, value: float) -> float:
+    """``value`` summed over all processes (a collective: every process must call it)."""
+    return float(accelerator.reduce(torch.tensor(float(value), device=accelerator.device), reduction="sum"))

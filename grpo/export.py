@@ -41,7 +41,7 @@ def load_weights_into(model: torch.nn.Module, folder: str) -> None:
 
 def load_checkpoint_model(checkpoint: str) -> tuple[torch.nn.Module, object]:
     """The trained policy of a checkpoint as a plain transformers model (LoRA merged) and its tokenizer."""
-    model_args, _, _ = load_config(os.path.join(checkpoint, "config.yaml"))
+    model_args = load_config(os.path.join(checkpoint, "config.yaml"))[0]
     weights = os.path.join(checkpoint, "model")
     if model_args.use_peft:
         from peft import PeftModel

@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from grpo.distributed import sum_over_processes
 
 
 class TrainingCollapsed(RuntimeError):
@@ -40,11 +41,12 @@ class TrainingCollapsed(RuntimeError):
 
 
 class RunGuard:
-    """The run's guards (module docstring). ``args``: ``GRPOArguments``; ``reduce`` sums a float over processes
-    (None with one process)."""
+    """The run's guards (module docstring). ``args``: ``GRPOArguments``; ``accelerator``: to sum counts over
+    processes (None: one process)."""
 
-    def __init__(self, args, reduce: Callable[[float], float] | None = None):
-        self.args, self.reduce = args, reduce
+    def __init__(self, args, accelerator=None):
+        self.args = args
+        self.accelerator = accelerator if accelerator is not None and accelerator.num_processes > 1 else None
         self.skipped_total, self.rollbacks = 0, 0
         self.streak, self.streak_start = 0, 0
         self.last_good: str | None = None
@@ -99,14 +101,15 @@ class RunGuard:
 
     def metrics(self) -> dict[str, float]:
         """``guard/*`` of the rollout just finished (every process must call it with several processes)."""
-        nonfinite = float(self.nonfinite_rewards)
-        record = {
+        nonfinite = float(self.nonfinite_rewards)  # this process's: the reward calls are local
+        return {
             "guard/skipped_steps": self.skipped,
             "guard/skipped_steps_total": self.skipped_total,
-            "guard/nonfinite_rewards": self.reduce(nonfinite) if self.reduce else nonfinite,
+            "guard/nonfinite_rewards": sum_over_processes(self.accelerator, nonfinite)
+            if self.accelerator
+            else nonfinite,
             "guard/rollbacks": self.rollbacks,
         }
-        return record
 
     def signals(self, record: dict[str, Any]) -> list[str]:
         """The collapse signals of one rollout's record (module docstring), as phrases naming the setting."""
@@ -155,6 +158,11 @@ class RunGuard:
             message += f"; no rollback left (max_rollbacks {self.args.max_rollbacks})" if self.last_good else ""
         hint = f" (resume: --resume_from_checkpoint {self.last_good})" if self.last_good else ""
         raise TrainingCollapsed(message + hint)
+
+    def checkpoint_due(self, step: int) -> bool:
+        """Whether to checkpoint after ``step``: every ``save_steps``, unless a bad streak is running (the last
+        good checkpoint must not be rotated away by ``save_total_limit``)."""
+        return bool(self.args.save_steps and step % self.args.save_steps == 0 and self.healthy)
 
     def saved(self, path: str) -> None:
         """A checkpoint was written at ``path``; it is the last good one when no bad streak is running."""

@@ -7,21 +7,23 @@ import os
 from typing import Any
 
 
-def write_json(path: str, value: Any) -> None:
-    """Write ``value`` as indented JSON atomically (a temporary file beside ``path``, then a rename)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2)
-    os.replace(tmp, path)
-
-
-def write_jsonl(path: str, rows: list[dict]) -> None:
-    """Write ``rows`` as JSONL atomically (a temporary file beside ``path``, then a rename), creating the folder."""
+def write_text(path: str, text: str) -> None:
+    """Write ``text`` atomically (a temporary file beside ``path``, then a rename), creating the folder."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp"
     with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        f.write(text)
     os.replace(tmp, path)
+
+
+def write_json(path: str, value: Any) -> None:
+    """Write ``value`` as indented JSON atomically (:func:`write_text`)."""
+    write_text(path, json.dumps(value, indent=2))
+
+
+def write_jsonl(path: str, rows: list[dict]) -> None:
+    """Write ``rows`` as JSONL atomically (:func:`write_text`)."""
+    write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def read_jsonl(path: str) -> list[tuple[int, dict[str, Any]]]:

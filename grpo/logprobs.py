@@ -185,3 +185,13 @@ def completion_logprobs_shared_prompts(
     )
     logprobs = torch.cat([head[0], tail[0]], dim=1)  # [N, T]
     return logprobs, (torch.cat([head[1], tail[1]], dim=1) if with_entropy else None)
+
+
+def logprob_function(num_processes: int, gradient_checkpointing: bool, deepspeed: bool):
+    """The log-prob function of a run: :func:`completion_logprobs_shared_prompts` (each distinct prompt through
+    the model once per micro-batch, its G completions sharing its KV cache) on one process without gradient
+    checkpointing (which turns the cache off) or DeepSpeed (two forward calls per backward do not mix with DDP's
+    or DeepSpeed's hooks); :func:`completion_logprobs` otherwise."""
+    if num_processes == 1 and not gradient_checkpointing and not deepspeed:
+        return completion_logprobs_shared_prompts
+    return completion_logprobs

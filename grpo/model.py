@@ -26,6 +26,20 @@ TINY_HD32 = "tiny-random-llama-hd32"  # head_dim 32: vLLM's CPU attention has no
 BUILTIN_MODELS = (SMOLLM2, TINY, TINY_HD32)
 
 
+def auto_dtype(fallback: torch.dtype = torch.float32) -> torch.dtype:
+    """What ``auto`` means for every precision setting (``mixed_precision``, ``vllm_dtype``, ``grpo eval
+    --dtype``): bfloat16 on a CUDA GPU that supports it, else ``fallback`` (float32)."""
+    return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else fallback
+
+
+def resolve_mixed_precision(choice: str) -> str:
+    """accelerate's ``mixed_precision`` for a recipe's choice: ``auto`` -> ``bf16`` where :func:`auto_dtype` is
+    bfloat16, ``no`` (fp32) otherwise; any other choice unchanged."""
+    if choice != "auto":
+        return choice
+    return "bf16" if auto_dtype() == torch.bfloat16 else "no"
+
+
 def cache_dir() -> Path:
     """Root of grpo's cache of converted models: ``$GRPO_CACHE`` or ``~/.cache/grpo``."""
     return Path(os.environ.get("GRPO_CACHE", Path.home() / ".cache" / "grpo"))

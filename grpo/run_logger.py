@@ -9,6 +9,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from grpo.io import write_text
+
 
 def tracker_names(report_to: list[str]) -> list[str]:
     """The accelerate trackers to start; W&B runs offline when no API key is configured."""
@@ -19,7 +21,12 @@ def tracker_names(report_to: list[str]) -> list[str]:
 
 
 class RunLogger:
-    """Writes one JSON object per logged step to ``metrics.jsonl`` and mirrors it to the trackers."""
+    """Writes one JSON object per logged step to ``metrics.jsonl`` and mirrors it to the trackers.
+
+    A run that starts at ``initial_step`` (a resumed one, or a fresh one in a used folder) first drops the rows of
+    ``metrics.jsonl`` and ``completions.jsonl`` past that step: they were logged after the checkpoint it resumes
+    from, and are logged again, so every step appears once.
+    """
 
     def __init__(
         self,
@@ -37,6 +44,9 @@ class RunLogger:
         self.main = accelerator.is_main_process
         self.metrics_path = os.path.join(output_dir, "metrics.jsonl")
         self.completions_path = os.path.join(output_dir, "completions.jsonl")
+        if self.main:
+            for path in (self.metrics_path, self.completions_path):
+                drop_rows_after(path, initial_step)
         self.trackers = tracker_names(report_to)
         if self.trackers:
             init_kwargs = {"wandb": {"name": run_name, "dir": output_dir}}
@@ -78,6 +88,49 @@ class RunLogger:
         self.progress.close()
         if self.trackers:
             self.accelerator.end_training()
+
+
+def drop_rows_after(path: str, step: int) -> None:
+    """Rewrite the JSONL file ``path`` (if any) without its rows whose ``step`` is past ``step``, and without a
+    line torn by a crash; the other lines are kept as they are."""
+    if not os.path.isfile(path):
+        return
+    kept = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict) and row.get("step", 0) <= step:
+                kept.append(line if line.endswith("\n") else line + "\n")
+    write_text(path, "".join(kept))
+
+
+def open_run_logger(accelerator, configs: tuple, dataset, initial_step: int) -> RunLogger:
+    """Write ``config.yaml`` into the output folder (main process) and open the run's :class:`RunLogger`.
+
+    ``configs``: the run's (model, data, GRPO, vLLM) argument dataclasses; ``dataset``: its ``PromptDataset`` (its
+    prompt counts go into the tracker's config); ``initial_step``: the step the run starts from (resume)."""
+    from grpo.config import config_dict, save_config
+
+    args = configs[2]  # GRPOArguments
+    if accelerator.is_main_process:
+        os.makedirs(args.output_dir, exist_ok=True)
+        save_config(os.path.join(args.output_dir, "config.yaml"), *configs)
+    config = config_dict(*configs)
+    config["data"].update(num_prompts=len(dataset), num_dropped_prompts=dataset.num_dropped)
+    return RunLogger(
+        accelerator,
+        args.output_dir,
+        args.report_to,
+        args.project,
+        args.run_name or os.path.basename(os.path.abspath(args.output_dir)),
+        config,
+        args.max_steps,
+        initial_step,
+        args.disable_tqdm,
+    )
 
 
 def _fmt(value: Any) -> str:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from grpo.types import Rollout
 
 RewardFunc = Callable[..., list]
 
@@ -54,6 +57,40 @@ def build_reward_funcs(data_args, args) -> list[RewardFunc]:
     return rewards.get_reward_funcs(
         args.reward_funcs, fill_run_settings(args.reward_funcs, args.reward_kwargs, run_settings)
     )
+
+
+def completion_id_lists(rollout: Rollout) -> list[list[int]]:
+    """The completion ids of each of the N rows of ``rollout``, padding removed (N lists of tokens)."""
+    return [ids[m.bool()].tolist() for ids, m in zip(rollout.completion_ids, rollout.completion_mask)]
+
+
+def reward_columns(
+    rows: list[dict],
+    completion_ids: list[list[int]],
+    truncated: list[bool],
+    skip: tuple[str, ...] = ("prompt_ids", "prompt"),
+) -> dict[str, list]:
+    """The keyword columns every reward (and verifier) receives, TRL's convention, for training and evaluation.
+
+    Args:
+        rows: one data row per completion (a prompt's row repeated for each of its completions).
+        completion_ids: the tokens of each completion, unpadded (:func:`completion_id_lists`).
+        truncated: per completion, True when it hit the length cap without EOS.
+        skip: row fields not passed on (besides ``prompt``, given as ``prompts``).
+    Returns:
+        ``{field: [value per completion]}`` for the first row's fields but ``skip`` (None where a row lacks
+        one), plus ``prompts``, ``completion_ids`` and ``truncated``.
+    """
+    columns = {key: [r.get(key) for r in rows] for key in rows[0] if key not in skip}
+    columns.update(prompts=[r["prompt"] for r in rows], completion_ids=completion_ids, truncated=truncated)
+    return columns
+
+
+def rollout_reward_columns(rows: list[dict], rollout: Rollout, num_generations: int) -> dict[str, list]:
+    """:func:`reward_columns` of a rollout of ``num_generations`` completions per row of ``rows`` (B rows,
+    N = B*G completions, the G of a row consecutive)."""
+    flat = [row for row in rows for _ in range(num_generations)]
+    return reward_columns(flat, completion_id_lists(rollout), rollout.truncated.tolist())
 
 
 def score_completions(reward_funcs: list[RewardFunc], completions: list[str], columns: dict[str, list[Any]]) -> Tensor:

@@ -8,6 +8,9 @@ import re
 import torch
 from torch import Tensor
 
+from grpo.algo.advantages import informative_groups
+from grpo.eval.metrics import length_stats
+
 # Words that mark a model re-examining its work: DeepSeek-R1-Zero's "aha moment" (DeepSeek-AI 2025, sec. 2.2.4).
 REFLECTION_PATTERN = re.compile(
     r"\b(wait|let me (re-?)?check|let me verify|verify|double[- ]check|re-?check|re-?evaluate|reconsider|"
@@ -22,10 +25,6 @@ def reflection_rate(completions: list[str]) -> float:
     if not completions:
         return 0.0
     return sum(bool(REFLECTION_PATTERN.search(c)) for c in completions) / len(completions)
-
-
-def _mean_or_none(x: Tensor) -> float | None:
-    return float(x.float().mean()) if x.numel() else None
 
 
 def correctness_index(names: list[str]) -> int | None:
@@ -59,30 +58,32 @@ def rollout_metrics(
         completion tokens. truncated: ``[N]`` bool.
     Returns:
         reward (mean), reward_std (mean over groups of the unbiased in-group std), rewards/<name>,
-        completion_length/{mean,min,max,correct_mean,incorrect_mean} (tokens; None where no completion
-        qualifies), truncated_frac, zero_std_frac (share of groups whose rewards are all equal) and
-        reflection_rate.
+        completion_length/{mean,min,max,correct_mean,incorrect_mean} and tokens_per_correct (tokens; None where
+        no completion qualifies; :func:`grpo.eval.metrics.length_stats`), truncated_frac, zero_std_frac (share
+        of uninformative groups, whose advantages are all 0: :func:`grpo.algo.advantages.informative_groups`)
+        and reflection_rate.
     """
     groups = rewards.view(-1, num_generations)  # [B, G]
     group_std = torch.stack([g[~g.isnan()].std() if (~g.isnan()).sum() > 1 else torch.tensor(0.0) for g in groups])
     metrics: dict[str, float | None] = {
         "reward": float(rewards.nanmean()) if (~rewards.isnan()).any() else None,
         "reward_std": float(group_std.mean()),
-        "zero_std_frac": float((group_std < 1e-6).float().mean()),
+        "zero_std_frac": float((~informative_groups(rewards, num_generations)).float().mean()),
     }
     for j, name in enumerate(names):
         column = per_func[:, j]
         metrics[f"rewards/{name}"] = float(column.nanmean()) if (~column.isnan()).any() else None
-    lengths = lengths.float()
     correct = correct_mask(per_func, names)
+    verdicts = [0.0] * len(lengths) if correct is None else correct.float().tolist()
+    lengths_stats = length_stats(lengths.tolist(), verdicts, truncated.tolist())  # the evaluation's definitions
+    if correct is None:  # no correctness reward: no correct/incorrect split
+        for key in ("completion_length/correct_mean", "completion_length/incorrect_mean", "tokens_per_correct"):
+            lengths_stats[key] = None
     metrics.update(
         {
-            "completion_length/mean": float(lengths.mean()),
+            **lengths_stats,
             "completion_length/min": float(lengths.min()),
             "completion_length/max": float(lengths.max()),
-            "completion_length/correct_mean": _mean_or_none(lengths[correct]) if correct is not None else None,
-            "completion_length/incorrect_mean": _mean_or_none(lengths[~correct]) if correct is not None else None,
-            "truncated_frac": float(truncated.float().mean()),
             "reflection_rate": reflection_rate(completions),
         }
     )

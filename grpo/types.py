@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 from torch import Tensor
@@ -22,6 +22,28 @@ class Rollout:
 
     def __len__(self) -> int:
         return self.completion_ids.shape[0]
+
+
+@dataclass
+class ScoredRollout:
+    """A rollout with its prompts and rewards: what one GRPO step learns from (and one round of dynamic sampling)."""
+
+    rows: list[dict]  # B prompt rows of the data set (prompt, prompt_ids, solution, ...)
+    rollout: Rollout  # N = B*G completions, the G of a prompt consecutive
+    per_func: Tensor  # [N, F] float, each reward function's value (NaN = unverifiable)
+    rewards: Tensor  # [N] float, their weighted sum (NaN when every function is NaN)
+    sampling_stats: dict[str, float] = field(default_factory=dict)  # dynamic sampling's counts (empty without it)
+
+
+@dataclass
+class StepResult:
+    """Everything one training step produced, for the logger."""
+
+    scored: ScoredRollout  # prompts, completions and rewards
+    advantages: Tensor  # [N] float
+    update: list[dict[str, float]]  # one metrics dict per optimizer step taken on the rollout
+    step_time: float  # seconds, the whole step
+    evaluation: dict[str, float]  # eval/<benchmark>/... when evaluated at this step, else {}
 
 
 @dataclass

@@ -13,8 +13,7 @@ from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsW
 
 from grpo.logprobs import completion_logprobs
 from grpo.samplers.base import SamplingConfig
-from grpo.samplers.decode import categorical, default_eos_ids, sample_groups, top_k_filter, top_p_filter
-from grpo.samplers.hf import completion_mask_from_eos, left_pad
+from grpo.samplers.decode import categorical, default_eos_ids, left_pad, sample_groups, top_k_filter, top_p_filter
 
 TEXTS = ["hello there, how are you today, my friend?", "2+2=", "The quick brown fox jumps"]  # different lengths
 
@@ -24,6 +23,23 @@ def prompts(tokenizer):
     ids = [tokenizer(t)["input_ids"] for t in TEXTS]
     assert len({len(p) for p in ids}) == len(ids)
     return ids
+
+
+def completion_mask_from_eos(completion_ids, eos_ids):
+    """Reference post-processing of generate's output: mask ``[N, T]`` 1 up to and including the first EOS,
+    and truncated flags ``[N]`` (no EOS)."""
+    is_eos = torch.isin(completion_ids, torch.tensor(eos_ids))  # [N, T]
+    has_eos = is_eos.any(dim=1)  # [N]
+    first = torch.where(has_eos, is_eos.int().argmax(dim=1), completion_ids.shape[1])  # [N]
+    mask = (torch.arange(completion_ids.shape[1])[None, :] <= first[:, None]).long()  # [N, T]
+    return mask, ~has_eos
+
+
+def test_reference_mask_includes_first_eos_only():
+    ids = torch.tensor([[5, 2, 7, 2], [5, 6, 7, 8], [2, 9, 9, 9]])
+    mask, truncated = completion_mask_from_eos(ids, eos_ids=[2])
+    assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]]
+    assert truncated.tolist() == [False, True, False]
 
 
 def generate_reference(model, tokenizer, prompts, g, max_new_tokens, eos_ids):

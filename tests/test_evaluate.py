@@ -15,7 +15,8 @@ from grpo.eval.metrics import pass_at_k
 from grpo.eval.runner import EvalSettings, problem_metrics
 from grpo.eval.thinking_budget import ThinkingBudget, generate_with_budget, thought_ids
 from grpo.samplers import Sampler, SamplingConfig, build_sampler
-from grpo.samplers.hf import first_stop_end, left_pad
+from grpo.samplers.decode import left_pad
+from grpo.samplers.hf import first_stop_end
 from grpo.types import Rollout
 from rewards import get_reward_funcs
 from tests.conftest import SHARED_DATA, SMOKE_RECIPE
@@ -387,7 +388,7 @@ def test_grpo_eval_writes_every_output(tmp_path, capsys):
     assert result["pass@1"] == pytest.approx(sum(sum(v) / 2 for v in verdicts) / 4, abs=1e-12)
     assert result["pass@2"] == pytest.approx(sum(pass_at_k(2, int(sum(v)), 2) for v in verdicts) / 4, abs=1e-12)
     tokens = [s["tokens"] for r in records for s in r["samples"]]
-    assert result["completion_tokens/mean"] == pytest.approx(sum(tokens) / 8, abs=1e-12)
+    assert result["completion_length/mean"] == pytest.approx(sum(tokens) / 8, abs=1e-12)
     assert summary["settings"]["temperature"] == 0.6 and summary["settings"]["top_p"] == 0.95
     table = (out / "summary.md").read_text()
     assert table.startswith("| benchmark |") and "| gsm8k | none | 4 | 2 |" in table

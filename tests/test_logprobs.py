@@ -1,7 +1,7 @@
 import torch
 
 from grpo.logprobs import completion_logprobs, token_logprobs_from_logits
-from grpo.samplers.hf import left_pad
+from grpo.samplers.decode import left_pad
 
 
 def _reference(model, prompt, completion, temperature):

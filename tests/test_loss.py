@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from grpo.algo.loss import KL_ESTIMATORS, LOSS_TYPES, kl_divergence, policy_loss
+from grpo.algo.loss import KL_ESTIMATORS, LOSS_TYPES, GlobalCounts, LossSettings, kl_divergence, policy_loss
 
 DT = torch.float64
 ATOL = 1e-12
@@ -153,17 +153,19 @@ def test_matches_naive_reference(loss_type, config):
                 b.old,
                 b.adv,
                 b.mask,
-                loss_type=loss_type,
-                epsilon_low=kw["eps_low"],
-                epsilon_high=kw.get("eps_high", 0.2),
-                delta=kw.get("delta"),
+                LossSettings(
+                    loss_type=loss_type,
+                    epsilon_low=kw["eps_low"],
+                    epsilon_high=kw.get("eps_high", 0.2),
+                    delta=kw.get("delta"),
+                    beta=kw.get("beta", 0.0),
+                    kl_estimator=kw.get("kl_estimator", "k3"),
+                    max_completion_length=b.max_len,
+                    entropy_coef=kw.get("entropy_coef", 0.0),
+                    top_entropy_quantile=kw.get("top_q", 1.0),
+                ),
                 ref_logprobs=b.ref,
-                beta=kw.get("beta", 0.0),
-                kl_estimator=kw.get("kl_estimator", "k3"),
-                max_completion_length=b.max_len,
                 entropies=en,
-                entropy_coef=kw.get("entropy_coef", 0.0),
-                top_entropy_quantile=kw.get("top_q", 1.0),
             )[0],
             b,
         )
@@ -195,7 +197,9 @@ def test_on_policy_gradient_is_reinforce(loss_type):
     """old=None: ratio 1, and grad of the clipped loss == grad of -(logp * A) aggregated the same way."""
     b = random_batch(5, off_policy=False)
     lp1 = b.logp.clone().requires_grad_(True)
-    loss, metrics = policy_loss(lp1, None, b.adv, b.mask, loss_type=loss_type, max_completion_length=b.max_len)
+    loss, metrics = policy_loss(
+        lp1, None, b.adv, b.mask, LossSettings(loss_type=loss_type, max_completion_length=b.max_len)
+    )
     loss.backward()
     lp2 = b.logp.clone().requires_grad_(True)
     reinforce = aggregate_like(loss_type, -lp2 * b.adv[:, None], b.mask, b.max_len)
@@ -218,7 +222,9 @@ def test_clip_higher_moves_only_the_upper_bound():
     results = {}
     for eps_high in (0.2, 0.28):
         logp, old, adv, mask = one_row(ratios, advs)
-        loss, m = policy_loss(logp, old, adv, mask, loss_type="dapo", epsilon_low=0.2, epsilon_high=eps_high)
+        loss, m = policy_loss(
+            logp, old, adv, mask, LossSettings(loss_type="dapo", epsilon_low=0.2, epsilon_high=eps_high)
+        )
         loss.backward()
         results[eps_high] = (loss.item(), logp.grad[:, 0].tolist(), m)
     (l_sym, g_sym, m_sym), (l_hi, g_hi, m_hi) = results[0.2], results[0.28]
@@ -239,7 +245,7 @@ def test_dual_clip():
     out = {}
     for delta in (None, 3.0):
         logp, old, adv, mask = one_row(ratios, advs)
-        loss, _ = policy_loss(logp, old, adv, mask, loss_type="dapo", epsilon_high=0.28, delta=delta)
+        loss, _ = policy_loss(logp, old, adv, mask, LossSettings(loss_type="dapo", epsilon_high=0.28, delta=delta))
         loss.backward()
         out[delta] = (loss.item(), logp.grad[:, 0].tolist())
     # no dual clip: A<0, r=5 -> surrogate 5 * A = -5, gradient -r*A/4 = 1.25
@@ -248,7 +254,7 @@ def test_dual_clip():
     assert out[3.0][1][0] == 0 and out[3.0][1][1:] == out[None][1][1:]
     assert out[3.0][0] - out[None][0] == pytest.approx((3 - 5) / 4, abs=1e-15)
     with pytest.raises(ValueError, match="delta"):
-        policy_loss(*one_row([1.0], [1.0]), delta=1.0)
+        policy_loss(*one_row([1.0], [1.0]), LossSettings(delta=1.0))
 
 
 # ------------------------------------------------------------------------------------------------------ KL
@@ -281,15 +287,15 @@ def test_kl_metric_and_errors():
     b = random_batch(3)
     _, m = policy_loss(b.logp, b.old, b.adv, b.mask)
     assert m["kl"] == 0.0 and "entropy" not in m
-    _, m = policy_loss(b.logp, b.old, b.adv, b.mask, ref_logprobs=b.ref, kl_estimator="k2")
+    _, m = policy_loss(b.logp, b.old, b.adv, b.mask, LossSettings(kl_estimator="k2"), ref_logprobs=b.ref)
     expected = (0.5 * (b.logp - b.ref) ** 2)[b.mask].mean().item()
     assert m["kl"] == pytest.approx(expected, abs=1e-14)
     with pytest.raises(ValueError, match="kl_estimator"):
         kl_divergence(b.logp, b.ref, "k4")
     with pytest.raises(ValueError, match="kl_estimator"):
-        policy_loss(b.logp, b.old, b.adv, b.mask, ref_logprobs=b.ref, beta=0.1, kl_estimator="k4")
+        policy_loss(b.logp, b.old, b.adv, b.mask, LossSettings(beta=0.1, kl_estimator="k4"), ref_logprobs=b.ref)
     with pytest.raises(ValueError, match="ref_logprobs"):
-        policy_loss(b.logp, b.old, b.adv, b.mask, beta=0.1)
+        policy_loss(b.logp, b.old, b.adv, b.mask, LossSettings(beta=0.1))
     assert sorted(KL_ESTIMATORS) == ["k1", "k2", "k3"]
 
 
@@ -306,7 +312,7 @@ def test_padding_garbage_changes_nothing(loss_type):
         x[pad] = junk
         return x
 
-    kw = dict(
+    settings = LossSettings(
         loss_type=loss_type,
         max_completion_length=b.max_len,
         beta=0.1,
@@ -319,7 +325,7 @@ def test_padding_garbage_changes_nothing(loss_type):
     for clean in (True, False):
         f = (lambda x: x.clone()) if clean else dirty
         lp, en = f(b.logp).requires_grad_(True), f(b.ents).requires_grad_(True)
-        loss, m = policy_loss(lp, f(b.old), b.adv, b.mask, ref_logprobs=f(b.ref), entropies=en, **kw)
+        loss, m = policy_loss(lp, f(b.old), b.adv, b.mask, settings, ref_logprobs=f(b.ref), entropies=en)
         loss.backward()
         runs.append((loss.detach(), lp.grad, en.grad, m))
     (l0, g0, e0, m0), (l1, g1, e1, m1) = runs
@@ -335,15 +341,17 @@ def full_and_split(loss_type, b, chunks, normalise):
     normalise=True: global normalisers, losses summed. False (negative control): each chunk normalised on its
     own, then the chunk losses averaged (the naive gradient-accumulation recipe).
     """
-    kw = dict(loss_type=loss_type, max_completion_length=b.max_len, beta=0.05, epsilon_high=0.28)
+    settings = LossSettings(loss_type=loss_type, max_completion_length=b.max_len, beta=0.05, epsilon_high=0.28)
     lp = b.logp.clone().requires_grad_(True)
-    full, _ = policy_loss(lp, b.old, b.adv, b.mask, ref_logprobs=b.ref, **kw)
+    full, _ = policy_loss(lp, b.old, b.adv, b.mask, settings, ref_logprobs=b.ref)
     full.backward()
-    glob = dict(num_sequences=b.mask.shape[0], num_tokens=int(b.mask.sum())) if normalise else {}
+    counts = GlobalCounts(num_sequences=b.mask.shape[0], num_tokens=int(b.mask.sum())) if normalise else None
     lp_split = b.logp.clone().requires_grad_(True)
     losses = []
     for sl in chunks:
-        loss, _ = policy_loss(lp_split[sl], b.old[sl], b.adv[sl], b.mask[sl], ref_logprobs=b.ref[sl], **kw, **glob)
+        loss, _ = policy_loss(
+            lp_split[sl], b.old[sl], b.adv[sl], b.mask[sl], settings, ref_logprobs=b.ref[sl], counts=counts
+        )
         loss = loss if normalise else loss / len(chunks)
         loss.backward()  # gradient accumulation into the same leaf
         losses.append(loss.detach())
@@ -372,20 +380,24 @@ def test_top_entropy_quantile_hand_case():
     ents = torch.tensor([[0.1, 0.5, 0.9, 0.3]], dtype=DT)
     mask = torch.tensor([[1.0, 1.0, 1.0, 1.0]], dtype=DT)  # float mask works too
     # rho = 0.5: threshold = median of [0.1, 0.3, 0.5, 0.9] = 0.4 -> tokens 1 and 2 keep the policy gradient
-    loss, m = policy_loss(logp, None, torch.tensor([2.0], dtype=DT), mask, entropies=ents, top_entropy_quantile=0.5)
+    loss, m = policy_loss(
+        logp, None, torch.tensor([2.0], dtype=DT), mask, LossSettings(top_entropy_quantile=0.5), entropies=ents
+    )
     loss.backward()
     close(logp.grad, torch.tensor([[0.0, -0.5, -0.5, 0.0]], dtype=DT))
     assert loss.item() == pytest.approx(-1.0, abs=1e-15) and m["entropy"] == pytest.approx(0.45, abs=1e-15)
     # rho = 0 keeps only the highest-entropy token (as in trl)
     logp.grad = None
-    policy_loss(logp, None, torch.tensor([2.0], dtype=DT), mask, entropies=ents, top_entropy_quantile=0.0)[0].backward()
+    policy_loss(
+        logp, None, torch.tensor([2.0], dtype=DT), mask, LossSettings(top_entropy_quantile=0.0), entropies=ents
+    )[0].backward()
     close(logp.grad, torch.tensor([[0.0, 0.0, -0.5, 0.0]], dtype=DT))
 
 
 def test_entropy_bonus_gradient():
     b = random_batch(4)
     ents = b.ents.clone().requires_grad_(True)
-    policy_loss(b.logp, b.old, b.adv, b.mask, entropies=ents, entropy_coef=0.1)[0].backward()
+    policy_loss(b.logp, b.old, b.adv, b.mask, LossSettings(entropy_coef=0.1), entropies=ents)[0].backward()
     lengths = b.mask.sum(-1, keepdim=True).clamp(min=1).to(DT)
     expected = torch.where(b.mask, -0.1 / lengths / b.mask.shape[0], 0.0)
     close(ents.grad, expected)
@@ -395,9 +407,9 @@ def test_entropy_bonus_gradient():
 def test_gspo_token_form_with_entropy_mask(seed):
     """GSPO-token: value = sequence objective; policy gradient only on kept tokens; per-sequence total as eq. 5."""
     b = random_batch(seed + 40)
-    kw = dict(loss_type="gspo", epsilon_low=3e-4, epsilon_high=4e-4, entropies=b.ents, top_entropy_quantile=0.5)
+    settings = LossSettings(loss_type="gspo", epsilon_low=3e-4, epsilon_high=4e-4, top_entropy_quantile=0.5)
     lp = b.logp.clone().requires_grad_(True)
-    loss, m = policy_loss(lp, b.old, b.adv, b.mask, **kw)
+    loss, m = policy_loss(lp, b.old, b.adv, b.mask, settings, entropies=b.ents)
     loss.backward()
     vals = b.ents[b.mask]
     kept = b.mask & (b.ents >= torch.quantile(vals, 0.5))
@@ -428,8 +440,8 @@ def test_metrics_hand_case():
 
 def test_bool_and_float_masks_agree():
     b = random_batch(8)
-    a, ma = policy_loss(b.logp, b.old, b.adv, b.mask, loss_type="dapo")
-    f, mf = policy_loss(b.logp, b.old, b.adv, b.mask.to(DT), loss_type="dapo")
+    a, ma = policy_loss(b.logp, b.old, b.adv, b.mask, LossSettings(loss_type="dapo"))
+    f, mf = policy_loss(b.logp, b.old, b.adv, b.mask.to(DT), LossSettings(loss_type="dapo"))
     close(a, f)
     assert ma == mf
 
@@ -437,27 +449,23 @@ def test_bool_and_float_masks_agree():
 def test_errors():
     b = random_batch(2)
     args = (b.logp, b.old, b.adv, b.mask)
-    cases = [
-        (dict(loss_type="ppo"), "loss_type"),
-        (dict(loss_type="dr_grpo"), "max_completion_length"),
-        (dict(beta=-0.1), "beta"),
-        (dict(epsilon_low=1.0), "epsilon"),
-        (dict(top_entropy_quantile=1.5, entropies=b.ents), "top_entropy_quantile"),
-        (dict(top_entropy_quantile=0.5), "entropies"),
-        (dict(entropy_coef=0.1), "entropies"),
-        (dict(ref_logprobs=b.ref[:, :-1], beta=0.1), "shape"),
-        (dict(entropies=b.ents[:-1]), "shape"),
+    cases = [  # (settings, tensors and counts, error)
+        (dict(loss_type="ppo"), {}, "loss_type"),
+        (dict(loss_type="dr_grpo"), {}, "max_completion_length"),
+        (dict(beta=-0.1), {}, "beta"),
+        (dict(epsilon_low=1.0), {}, "epsilon"),
+        (dict(top_entropy_quantile=1.5), dict(entropies=b.ents), "top_entropy_quantile"),
+        (dict(top_entropy_quantile=0.5), {}, "entropies"),
+        (dict(entropy_coef=0.1), {}, "entropies"),
+        (dict(beta=0.1), dict(ref_logprobs=b.ref[:, :-1]), "shape"),
+        ({}, dict(entropies=b.ents[:-1]), "shape"),
+        ({}, dict(counts=GlobalCounts(num_sequences=0, num_tokens=5)), "num_sequences"),
+        ({}, dict(counts=GlobalCounts(num_sequences=2, num_tokens=-1)), "num_tokens"),
+        (dict(loss_type="dr_grpo", max_completion_length=0), {}, "max_completion_length"),
     ]
-    for kw, match in cases:
+    for settings, kw, match in cases:
         with pytest.raises(ValueError, match=match):
-            policy_loss(*args, **kw)
-    for kw, match in [
-        (dict(num_sequences=0), "num_sequences"),
-        (dict(num_tokens=-1), "num_tokens"),
-        (dict(loss_type="dr_grpo", max_completion_length=0), "max_completion_length"),
-    ]:
-        with pytest.raises(ValueError, match=match):
-            policy_loss(*args, **kw)
+            policy_loss(*args, LossSettings(**settings), **kw)
     with pytest.raises(ValueError, match="advantages"):
         policy_loss(b.logp, b.old, b.adv[:, None], b.mask)
     with pytest.raises(ValueError, match="completion_mask"):
@@ -480,15 +488,53 @@ def test_fully_masked_batch_gives_zero(loss_type):
             b.old,
             b.adv,
             b.mask,
-            loss_type=loss_type,
-            max_completion_length=b.max_len,
-            num_tokens=num_tokens,
+            LossSettings(
+                loss_type=loss_type,
+                max_completion_length=b.max_len,
+                beta=0.1,
+                entropy_coef=0.01,
+                top_entropy_quantile=0.2,
+            ),
             ref_logprobs=b.ref,
-            beta=0.1,
             entropies=b.ents,
-            entropy_coef=0.01,
-            top_entropy_quantile=0.2,
+            counts=None if num_tokens is None else GlobalCounts(lp.shape[0], num_tokens),
         )
         loss.backward()
         assert loss.item() == 0.0 and (lp.grad == 0).all()
         assert m == {"kl": 0.0, "clip_frac/low": 0.0, "clip_frac/high": 0.0, "ratio/mean": 0.0, "entropy": 0.0}
+
+
+def test_algo_is_pure_torch():
+    """grpo.algo imports alone: no transformers, accelerate, trl, vLLM or grpo module outside algo."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, grpo.algo.loss, grpo.algo.advantages, grpo.algo.mismatch\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('transformers', 'accelerate', 'trl', 'vllm', "
+        "'rewards') or (m.startswith('grpo.') and not m.startswith('grpo.algo')))\n"
+        "assert not bad, bad\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
+
+
+def test_loss_settings_frozen_and_checked_once():
+    settings = LossSettings(loss_type="dapo", beta=0.04)
+    with pytest.raises(AttributeError):
+        settings.beta = 0.1  # frozen: checked at construction, never changed after
+    from grpo.config import GRPOArguments
+
+    args = GRPOArguments(loss_type="dr_grpo", epsilon_high=0.28, delta=2.0, tis_cap=2.0, top_entropy_quantile=0.5)
+    built = args.loss_settings()
+    assert built == LossSettings(
+        loss_type="dr_grpo",
+        epsilon_high=0.28,
+        delta=2.0,
+        max_completion_length=args.max_completion_length,
+        tis_cap=2.0,
+        top_entropy_quantile=0.5,
+    )
+    with pytest.raises(ValueError, match="^delta must be > 1"):
+        GRPOArguments(delta=1.0)  # the configuration reports the loss's own rule

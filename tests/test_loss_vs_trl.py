@@ -17,7 +17,7 @@ from trl.trainer.grpo_trainer import GRPOTrainer  # noqa: E402
 from trl.trainer.utils import nanstd  # noqa: E402
 
 from grpo.algo.advantages import group_advantages  # noqa: E402
-from grpo.algo.loss import policy_loss  # noqa: E402
+from grpo.algo.loss import GlobalCounts, LossSettings, policy_loss  # noqa: E402
 
 ATOL = 1e-10  # float64 throughout; the two implementations agree to rounding
 DT = torch.float64
@@ -123,10 +123,18 @@ def run_trl(trainer, b, num_items=None):
     return loss.detach(), logp.grad, {k: v[-1] for k, v in trainer._metrics["train"].items()}
 
 
-def run_ours(loss_type, b, **kw):
+def run_ours(loss_type, b, num_sequences=None, num_tokens=None, **settings):
     logp = b.logp.clone().requires_grad_(True)
+    counts = None if num_tokens is None else GlobalCounts(num_sequences or b.mask.shape[0], num_tokens)
     loss, metrics = policy_loss(
-        logp, b.old, b.adv, b.mask, loss_type=loss_type, ref_logprobs=b.ref, entropies=b.ent, **kw
+        logp,
+        b.old,
+        b.adv,
+        b.mask,
+        LossSettings(loss_type=loss_type, **settings),
+        ref_logprobs=b.ref,
+        entropies=b.ent,
+        counts=counts,
     )
     loss.backward()
     return loss.detach(), logp.grad, metrics

@@ -234,11 +234,11 @@ def test_unknown_verifier():
 def test_length_stats_by_hand():
     stats = length_stats([10, 20, 30, 40], [1.0, 0.0, 1.0, 0.0], [False, False, True, False])
     assert stats == {
-        "completion_tokens/mean": 25.0,
-        "completion_tokens/correct_mean": 20.0,
-        "completion_tokens/incorrect_mean": 30.0,
+        "completion_length/mean": 25.0,
+        "completion_length/correct_mean": 20.0,
+        "completion_length/incorrect_mean": 30.0,
         "truncated_frac": 0.25,
         "tokens_per_correct": 50.0,
     }
     none_correct = length_stats([5, 7], [0.0, 0.0], [True, True])
-    assert none_correct["tokens_per_correct"] is None and none_correct["completion_tokens/correct_mean"] is None
+    assert none_correct["tokens_per_correct"] is None and none_correct["completion_length/correct_mean"] is None

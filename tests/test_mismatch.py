@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from grpo.algo.loss import policy_loss
+from grpo.algo.loss import LossSettings, policy_loss
 from grpo.algo.mismatch import mismatch_sums, tis_weights
 
 
@@ -64,7 +64,7 @@ def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="one shape"):
         mismatch_sums(trainer, sampler[:, :3], mask)
     with pytest.raises(ValueError, match="sampler_logprobs"):
-        policy_loss(trainer, None, torch.zeros(5, dtype=torch.float64), mask, tis_cap=2.0)
+        policy_loss(trainer, None, torch.zeros(5, dtype=torch.float64), mask, LossSettings(tis_cap=2.0))
 
 
 @pytest.mark.parametrize("level", ["token", "sequence"])
@@ -76,7 +76,9 @@ def test_policy_loss_with_tis_weights_each_token_of_the_surrogate(level):
     logprobs = (trainer + torch.randn(trainer.shape, generator=g, dtype=torch.float64) * 0.3).requires_grad_()
     adv = torch.randn(trainer.shape[0], generator=g, dtype=torch.float64)
     cap = 1.5
-    loss, metrics = policy_loss(logprobs, trainer, adv, mask, sampler_logprobs=sampler, tis_cap=cap, tis_level=level)
+    loss, metrics = policy_loss(
+        logprobs, trainer, adv, mask, LossSettings(tis_cap=cap, tis_level=level), sampler_logprobs=sampler
+    )
     w = _loop_tis(trainer, sampler, mask, cap, level)
     ref = 0.0
     for i in range(trainer.shape[0]):
@@ -106,6 +108,8 @@ def test_on_policy_mismatch_is_against_the_trainers_own_logprobs():
     sums = mismatch_sums(trainer, sampler, mask)
     assert metrics["mismatch/kl"] == pytest.approx(sums["mismatch/kl"].item() / mask.sum().item(), rel=1e-9)
     # no mismatch and TIS on: weights are 1 and the loss is the plain one
-    same, m = policy_loss(trainer.clone().requires_grad_(), None, adv, mask, sampler_logprobs=trainer, tis_cap=2.0)
+    same, m = policy_loss(
+        trainer.clone().requires_grad_(), None, adv, mask, LossSettings(tis_cap=2.0), sampler_logprobs=trainer
+    )
     torch.testing.assert_close(same, plain)
     assert m["mismatch/logprob_abs_diff"] == 0.0 and m["tis/weight_mean"] == pytest.approx(1.0)

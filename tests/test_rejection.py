@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from grpo.r1.sample import SampleArguments, parse_sample_args, rejection_reasons, run_sample, select_completions
+from grpo.r1.sample import SampleArguments, failed_checks, parse_sample_args, run_sample, select_completions
 from grpo.types import Rollout
 
 GOOD = (
@@ -31,6 +31,11 @@ CASES_10 = [  # prompt 2, gold 10: nothing acceptable
     ("<think>\n12 dollars an hour for 50 minutes is 12.\n</think>\n<answer>\n12\n</answer>", False, "incorrect"),
     ("<think>\nShe earned 10 dollars.\n</think>\n<answer>10</answer>", False, "format"),
 ] * 4 + [("", True, "incorrect")]
+
+
+def rejection_reasons(*args, **kwargs):
+    """The first failed check of each completion (as grpo sample rejects it), or None when it passes them all."""
+    return [f[0] if f else None for f in failed_checks(*args, **kwargs)]
 
 
 def test_reasons_of_a_fixed_set():
@@ -90,7 +95,7 @@ def test_run_sample_writes_exactly_the_kept_completions(tmp_path, monkeypatch):
 
     monkeypatch.setattr(grpo.samplers, "build_run_sampler", lambda *a, **k: FixedSampler([CASES_72, CASES_10]))
     out = tmp_path / "out"
-    model_args, data_args, args, sample = parse_sample_args(
+    configs = parse_sample_args(
         [
             "--model_name_or_path",
             "tiny-random-llama",
@@ -108,7 +113,7 @@ def test_run_sample_writes_exactly_the_kept_completions(tmp_path, monkeypatch):
             "2",
         ]
     )
-    path = run_sample(model_args, data_args, args, sample)
+    path = run_sample(*configs)
     rows = [json.loads(line) for line in open(path)]
     assert [r["completion"] for r in rows] == [CASES_72[0][0], CASES_72[7][0]]
     assert {r["solution"] for r in rows} == {"72"} and {r["source"] for r in rows} == {"a"}

@@ -1,19 +1,12 @@
 import torch
 
 from grpo.samplers import SamplingConfig, build_sampler
-from grpo.samplers.hf import completion_mask_from_eos, left_pad
+from grpo.samplers.decode import left_pad
 
 
 def test_left_pad():
     ids, mask = left_pad([[1, 2, 3], [4]], pad_id=0)
     assert ids.tolist() == [[1, 2, 3], [0, 0, 4]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
-
-
-def test_completion_mask_includes_first_eos_only():
-    ids = torch.tensor([[5, 2, 7, 2], [5, 6, 7, 8], [2, 9, 9, 9]])
-    mask, truncated = completion_mask_from_eos(ids, eos_ids=[2])
-    assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]]
-    assert truncated.tolist() == [False, True, False]
 
 
 def test_hf_sampler_groups_and_flags(tiny_model, tokenizer):
@@ -57,13 +50,14 @@ def test_unknown_sampler():
 
 def test_build_run_sampler_takes_sampling_and_engine_settings_from_the_run(monkeypatch):
     import grpo.samplers.base as base
-    from grpo.config import GRPOArguments
+    from grpo.config import GRPOArguments, VLLMArguments
     from grpo.samplers import build_run_sampler
 
     calls = []
     monkeypatch.setattr(base, "build_sampler", lambda *a: calls.append(a) or "sampler")
     args = GRPOArguments(sampler="vllm", max_completion_length=7, temperature=0.5, top_p=0.9, top_k=3, seed=11)
-    assert build_run_sampler("model", "tokenizer", args) == "sampler"
-    ((name, model, tokenizer, config, engine_args),) = calls
-    assert (name, model, tokenizer, engine_args) == ("vllm", "model", "tokenizer", args)  # grpo sample lost these
+    vllm_args = VLLMArguments(vllm_kv_cache_gb=2.0)
+    assert build_run_sampler("model", "tokenizer", args, vllm_args) == "sampler"
+    ((name, model, tokenizer, config, engine_args, seed),) = calls
+    assert (name, model, tokenizer, engine_args, seed) == ("vllm", "model", "tokenizer", vllm_args, 11)
     assert (config.max_completion_length, config.temperature, config.top_p, config.top_k) == (7, 0.5, 0.9, 3)

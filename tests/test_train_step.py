@@ -9,7 +9,7 @@ recomputed with a forward pass.
 import pytest
 import torch
 
-from grpo.algo.loss import policy_loss
+from grpo.algo.loss import GlobalCounts, policy_loss
 from grpo.config import parse_config
 from grpo.logprobs import completion_logprobs, completion_logprobs_shared_prompts, prompt_groups
 from grpo.samplers.base import SamplingConfig
@@ -75,19 +75,10 @@ def plain_step(trainer, minibatch):
                 micro.old_logprobs,
                 micro.advantages,
                 micro.completion_mask,
-                loss_type=args.loss_type,
-                epsilon_low=args.epsilon_low,
-                epsilon_high=args.epsilon_high,
-                delta=args.delta,
+                args.loss_settings(),
                 ref_logprobs=micro.ref_logprobs,
-                beta=args.beta,
-                kl_estimator=args.kl_estimator,
-                max_completion_length=args.max_completion_length,
-                num_sequences=len(minibatch),
-                num_tokens=num_tokens,
                 entropies=entropy,
-                entropy_coef=args.entropy_coef,
-                top_entropy_quantile=args.top_entropy_quantile,
+                counts=GlobalCounts(len(minibatch), num_tokens),
             )
             acc.backward(loss * args.gradient_accumulation_steps)
             total += float(loss.detach())
@@ -164,7 +155,7 @@ def test_optimised_step_equals_plain_step(tmp_path, flags):
 
 
 def test_shared_prompt_logprobs_equal_the_plain_ones_with_gradients(tiny_model):
-    from grpo.samplers.hf import left_pad
+    from grpo.samplers.decode import left_pad
 
     torch.manual_seed(5)
     prompts = [[5, 6, 7, 8, 9]] * 3 + [[11, 12]] * 2 + [[13, 14, 15]]  # runs of 3, 2 and 1 rows

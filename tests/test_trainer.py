@@ -119,6 +119,35 @@ def test_resume_continues_at_the_right_step_with_the_right_lr(tmp_path):
         torch.testing.assert_close(trainable(resumed)[name], value, atol=1e-6, rtol=1e-5)
 
 
+def test_resume_after_preemption_logs_each_step_once(tmp_path):
+    """A run preempted after step 3 whose last checkpoint is step 2: rerun with `auto`, steps 3 and 4 run again and
+    metrics.jsonl / completions.jsonl hold each step once (the rows logged after checkpoint-2 are dropped)."""
+    import shutil
+
+    flags = ["--max_steps", "4", "--save_steps", "2", "--num_completions_to_log", "1"]
+    first = make_trainer(tmp_path, *flags, "--resume_from_checkpoint", "auto")
+    assert first.global_step == 0  # auto with no checkpoint: a fresh start
+    first.args.max_steps = 3
+    first.train()  # checkpoints 2 and 3; then "preempted" before checkpoint-3 was written:
+    shutil.rmtree(tmp_path / "checkpoint-3")
+    assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3]
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 4, "reward": 0.')  # a line torn by the crash
+    resumed = make_trainer(tmp_path, *flags, "--resume_from_checkpoint", "auto")
+    assert resumed.global_step == 2  # auto: the newest checkpoint
+    resumed.train()
+    assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3, 4]
+    with open(tmp_path / "completions.jsonl") as f:
+        assert [json.loads(line)["step"] for line in f] == [1, 2, 3, 4]
+
+
+def test_resume_latest_without_checkpoint_is_a_config_error(tmp_path):
+    from grpo.config import ConfigError
+
+    with pytest.raises(ConfigError, match="resume_from_checkpoint.*no checkpoint"):
+        make_trainer(tmp_path, "--resume_from_checkpoint", "latest")
+
+
 def test_failed_checkpoint_write_leaves_nothing_behind(tmp_path):
     from grpo.checkpoint import list_checkpoints, save_checkpoint
 
@@ -167,13 +196,14 @@ def test_dynamic_sampling_fills_the_batch_with_informative_groups(tmp_path):
     )
     trainer.reward_funcs, trainer.reward_names, trainer.reward_weights = [half_constant], ["half"], torch.ones(1)
     drawn_before = trainer.prompts.batches_drawn
-    rows, rollout, per_func, rewards = trainer.sample_and_score()
+    scored = trainer.sample_and_score()
+    rows, rollout, rewards = scored.rows, scored.rollout, scored.rewards
     g, b = trainer.args.num_generations, trainer.args.prompts_per_rollout
     assert len(rows) == b and len(rollout) == b * g and rewards.shape == (b * g,)
     assert all(int(r["solution"]) % 2 for r in rows)  # only the informative (odd-answer) groups were kept
     groups = rewards.view(b, g)
     assert bool((groups.max(1).values > groups.min(1).values).all())
-    stats = trainer.sampling_stats
+    stats = scored.sampling_stats
     rounds = trainer.prompts.batches_drawn - drawn_before
     assert stats["dynamic_sampling/rounds"] == rounds and stats["dynamic_sampling/filled_groups"] == 0
     sampled_even = sum(int(trainer.dataset.rows[i]["solution"]) % 2 == 0 for i in _drawn(trainer, drawn_before, rounds))
@@ -197,9 +227,9 @@ def test_dynamic_sampling_cap_tops_up_and_counts(tmp_path):
     trainer = make_trainer(tmp_path, "--dynamic_sampling", "true", "--max_generation_rounds", "2", reward=False)
     constant = lambda completions, **kw: [0.5] * len(completions)  # noqa: E731 - every group uninformative
     trainer.reward_funcs, trainer.reward_names, trainer.reward_weights = [constant], ["constant"], torch.ones(1)
-    rows, rollout, _, rewards = trainer.sample_and_score()
+    scored = trainer.sample_and_score()
     b = trainer.args.prompts_per_rollout
-    assert len(rows) == b and trainer.sampling_stats == {
+    assert len(scored.rows) == b and scored.sampling_stats == {
         "dynamic_sampling/rounds": 2,
         "dynamic_sampling/dropped_groups": 2 * b,
         "dynamic_sampling/filled_groups": b,
@@ -232,7 +262,7 @@ def test_multiple_iterations_use_old_logprobs_once(tmp_path):
 
 def test_mask_truncated_completions_leaves_them_out_of_the_loss(tmp_path):
     trainer = make_trainer(tmp_path, "--mask_truncated_completions", "true", "--beta", "0")
-    rows, rollout, _, rewards = trainer.sample_and_score()
+    rollout = trainer.sample_and_score().rollout
     rollout.truncated[::2] = True  # pretend every other completion hit the cap
     rollout.truncated[1::2] = False
     batch = trainer.make_batch(rollout, torch.ones(len(rollout)))

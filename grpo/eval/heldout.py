@@ -22,9 +22,10 @@ import torch
 
 from grpo.config import parse_config
 from grpo.data import build_prompt_dataset, heldout_rows, trained_problems
+from grpo.eval.metrics import mean_or_none
 from grpo.model import load_policy, load_tokenizer
 from grpo.samplers import Sampler, SamplingConfig, build_sampler
-from grpo.scoring import build_reward_funcs, reward_name, score_completions
+from grpo.scoring import build_reward_funcs, reward_name, rollout_reward_columns, score_completions
 
 
 @torch.no_grad()
@@ -41,8 +42,8 @@ def evaluate(
 ) -> tuple[dict[str, float], list[dict]]:
     """Generate one completion per row and score it with every reward.
 
-    Returns ``(summary, records)``: the mean of each reward (``<name>``, NaN-free mean over verifiable
-    rows), ``completion_length`` (mean tokens), ``truncated_frac``, ``num_problems``, ``seconds``;
+    Returns ``(summary, records)``: the mean of each reward (``<name>``, mean over verifiable rows, None
+    when there is none), ``completion_length`` (mean tokens), ``truncated_frac``, ``num_problems``, ``seconds``;
     and one record per row with the completion and its rewards.
     """
     engine = build_sampler(sampler, model, tokenizer, SamplingConfig(max_completion_length, temperature))
@@ -51,12 +52,7 @@ def evaluate(
     for i in range(0, len(rows), batch_size):
         chunk = rows[i : i + batch_size]
         rollout = engine.generate([r["prompt_ids"] for r in chunk], 1)
-        columns = {k: [r[k] for r in chunk] for k in chunk[0] if k not in ("prompt_ids", "prompt")}
-        columns["prompts"] = [r["prompt"] for r in chunk]
-        columns["completion_ids"] = [
-            ids[m.bool()].tolist() for ids, m in zip(rollout.completion_ids, rollout.completion_mask)
-        ]
-        columns["truncated"] = rollout.truncated.tolist()
+        columns = rollout_reward_columns(chunk, rollout, 1)
         table = score_completions(reward_funcs, rollout.completions, columns)  # [n, F]
         for j, row in enumerate(chunk):
             records.append(
@@ -69,20 +65,16 @@ def evaluate(
                     **{n: (None if table[j, k].isnan() else float(table[j, k])) for k, n in enumerate(names)},
                 }
             )
-    summary = {n: _mean([r[n] for r in records if r[n] is not None]) for n in names}
+    summary = {n: mean_or_none([r[n] for r in records if r[n] is not None]) for n in names}
     summary.update(
         {
-            "completion_length": _mean([r["length"] for r in records]),
-            "truncated_frac": _mean([float(r["truncated"]) for r in records]),
+            "completion_length": mean_or_none([r["length"] for r in records]),
+            "truncated_frac": mean_or_none([float(r["truncated"]) for r in records]),
             "num_problems": len(records),
             "seconds": time.perf_counter() - start,
         }
     )
     return summary, records
-
-
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values) if values else float("nan")
 
 
 def _benchmark_mode(argv: list[str]) -> bool:
@@ -111,7 +103,7 @@ def eval_main(argv: list[str]) -> int:
     )
     parser.add_argument("--limit", type=int, default=None, help="at most this many problems")
     ns, rest = parser.parse_known_args(argv)
-    model_args, data_args, args = parse_config(rest)
+    model_args, data_args, args, _ = parse_config(rest)
     if ns.model:
         model_args.model_name_or_path, model_args.use_peft = ns.model, False
     tokenizer = load_tokenizer(model_args)
@@ -210,9 +202,40 @@ def evaluate_during_training(
                 ("pass@1", "pass@1"),
                 (f"pass@{k}", f"pass@{k}"),
                 (f"maj@{k}", f"maj@{k}"),
-                ("completion_length", "completion_tokens/mean"),
+                ("completion_length", "completion_length/mean"),
                 ("truncated_frac", "truncated_frac"),
             ):
                 value = result.get(source)
                 metrics[f"eval/{name}/{key}"] = float("nan") if value is None else float(value)
     return metrics
+
+
+class HeldoutEvaluator:
+    """Evaluation during training (``eval_steps``, ``eval_benchmarks``, ``eval_limit``, ``eval_num_samples`` of
+    ``GRPOArguments``): :func:`evaluate_during_training` on held-out benchmark slices, loaded at the first use."""
+
+    def __init__(self, args, data_args, tokenizer, reward_funcs: list):
+        self.args, self.data_args, self.tokenizer, self.reward_funcs = args, data_args, tokenizer, reward_funcs
+        self.rows: dict[str, list[dict]] | None = None  # benchmark -> rows, loaded at the first evaluation
+
+    def due(self, step: int) -> bool:
+        """True when ``eval_steps`` (> 0) divides the optimizer step ``step``."""
+        return bool(self.args.eval_steps) and step % self.args.eval_steps == 0
+
+    def __call__(self, model, sampler: Sampler | None) -> dict[str, float]:
+        """``eval/<benchmark>/...`` metrics of ``model`` sampled with ``sampler`` (see :func:`evaluate_during_training`)."""
+        from grpo.eval.benchmarks import load_benchmarks
+
+        args = self.args
+        if self.rows is None:
+            self.rows = load_benchmarks(args.eval_benchmarks, self.tokenizer, self.data_args, limit=args.eval_limit)
+        return evaluate_during_training(
+            model,
+            self.tokenizer,
+            self.rows,
+            self.reward_funcs,
+            num_samples=args.eval_num_samples,
+            max_completion_length=args.max_completion_length,
+            sampler=sampler,
+            seed=args.seed,
+        )

@@ -15,7 +15,7 @@ Conventions (every function here works on one problem; a benchmark score is the 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from rewards.accuracy import prepare_gold, score_answer
 from rewards.extract import normalize_answer
@@ -170,12 +170,18 @@ def best_of_n(scores: Sequence[float | None], verdicts: Sequence[float], k: int)
 # --- lengths -----------------------------------------------------------------------------------------
 
 
+def mean_or_none(values: Iterable[float]) -> float | None:
+    """The arithmetic mean, or None when there are no values (None, not NaN: JSON has no NaN)."""
+    values = list(values)
+    return sum(values) / len(values) if values else None
+
+
 def length_stats(
     lengths: Sequence[int], verdicts: Sequence[float], truncated: Sequence[bool]
 ) -> dict[str, float | None]:
     """Length statistics over samples (tokens), pooled over problems by the caller.
 
-    Returns ``completion_tokens/mean``, ``completion_tokens/correct_mean`` and ``/incorrect_mean`` (None
+    Returns ``completion_length/mean``, ``completion_length/correct_mean`` and ``/incorrect_mean`` (None
     when no sample qualifies), ``truncated_frac`` (share that hit the length cap without EOS), and
     ``tokens_per_correct``: total tokens / number of correct samples, the overthinking measure of tokens
     spent per solved sample (cf. the overthinking study of Chen et al. 2024, "Do NOT Think That Much for
@@ -184,14 +190,12 @@ def length_stats(
     if not len(lengths) == len(verdicts) == len(truncated):
         raise ValueError(f"misaligned inputs: {len(lengths)} lengths, {len(verdicts)} verdicts, {len(truncated)} flags")
     correct = [n for n, v in zip(lengths, verdicts) if v >= 1.0]
-    wrong = [n for n, v in zip(lengths, verdicts) if v < 1.0]
-    total = sum(lengths)
     return {
-        "completion_tokens/mean": total / len(lengths) if lengths else None,
-        "completion_tokens/correct_mean": sum(correct) / len(correct) if correct else None,
-        "completion_tokens/incorrect_mean": sum(wrong) / len(wrong) if wrong else None,
-        "truncated_frac": sum(bool(t) for t in truncated) / len(truncated) if truncated else None,
-        "tokens_per_correct": total / len(correct) if correct else None,
+        "completion_length/mean": mean_or_none(lengths),
+        "completion_length/correct_mean": mean_or_none(correct),
+        "completion_length/incorrect_mean": mean_or_none(n for n, v in zip(lengths, verdicts) if v < 1.0),
+        "truncated_frac": mean_or_none(float(bool(t)) for t in truncated),
+        "tokens_per_correct": sum(lengths) / len(correct) if correct else None,
     }
 
 

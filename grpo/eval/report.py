@@ -12,16 +12,12 @@ import math
 import os
 import re
 
-from grpo.eval.metrics import length_stats
+from grpo.eval.metrics import length_stats, mean_or_none
 from grpo.io import write_json
 
 SUMMARY_FILE, TABLE_FILE = "summary.json", "summary.md"
 K_PLOT, BUDGET_PLOT = "accuracy_vs_k.png", "accuracy_vs_budget.png"
 _METRIC_RE = re.compile(r"^(pass|maj|bon)@(\d+)(?:/(.+))?$")
-
-
-def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
 
 
 def standard_error(values: list[float]) -> float | None:
@@ -49,11 +45,13 @@ def summarize_group(records: list[dict]) -> dict:
         "num_samples": len(records[0]["samples"]),
     }
     keys = list(scored[0]["metrics"]) if scored else []
-    result.update({k: _mean([r["metrics"][k] for r in scored]) for k in keys})
+    result.update({k: mean_or_none([r["metrics"][k] for r in scored]) for k in keys})
     if scored:
         result["pass@1_stderr"] = standard_error([r["metrics"]["pass@1"] for r in scored])
     for name in sorted({v for s in samples for v in s.get("scores", {})}):
-        result[f"score/{name}"] = _mean([s["scores"][name] for s in samples if s["scores"].get(name) is not None])
+        result[f"score/{name}"] = mean_or_none(
+            [s["scores"][name] for s in samples if s["scores"].get(name) is not None]
+        )
     if samples:
         result.update(
             length_stats(
@@ -64,9 +62,9 @@ def summarize_group(records: list[dict]) -> dict:
         )
         result.update(
             {
-                "thinking_tokens/mean": _mean([s["thinking_tokens"] for s in samples]),
-                "waits/mean": _mean([s["waits"] for s in samples]),
-                "forced_close_frac": _mean([float(s["forced_close"]) for s in samples]),
+                "thinking_tokens/mean": mean_or_none([s["thinking_tokens"] for s in samples]),
+                "waits/mean": mean_or_none([s["waits"] for s in samples]),
+                "forced_close_frac": mean_or_none([float(s["forced_close"]) for s in samples]),
             }
         )
     return result
@@ -127,9 +125,9 @@ def markdown_table(results: list[dict], labels: list[str] | None = None) -> str:
             _fmt(r.get(f"maj@{k}"), True),
             *[_fmt(r.get(f"bon@{k}/{v}"), True) for v in verifiers],
             *["-" if r.get(f"score/{v}") is None else f"{r[f'score/{v}']:.2f}" for v in verifiers],
-            _fmt(r.get("completion_tokens/mean")),
-            _fmt(r.get("completion_tokens/correct_mean")),
-            _fmt(r.get("completion_tokens/incorrect_mean")),
+            _fmt(r.get("completion_length/mean")),
+            _fmt(r.get("completion_length/correct_mean")),
+            _fmt(r.get("completion_length/incorrect_mean")),
             _fmt(r.get("thinking_tokens/mean")),
             _fmt(r.get("truncated_frac"), True),
             _fmt(r.get("tokens_per_correct")),

@@ -23,6 +23,7 @@ from grpo.eval.metrics import answer_classes, best_of_n, k_values, maj_at_k_from
 from grpo.eval.thinking_budget import Generation, ThinkingBudget, generate_plain, generate_with_budget
 from grpo.eval.verifiers import Verifier
 from grpo.samplers import Sampler, SamplingConfig
+from grpo.scoring import reward_columns
 from rewards.extract import extract_answer
 
 SKIPPED_COLUMNS = ("prompt_ids", "prompt", "benchmark", "index")  # not passed to rewards as columns
@@ -115,14 +116,6 @@ def verified_metrics(verdicts: list, classes: list[int | None], scores: dict[str
     return problem_metrics([float(v) for v in verdicts], classes, scores, k_values(len(verdicts)))
 
 
-def reward_columns(flat_rows: list[dict], completion_ids: list[list[int]], truncated: list[bool]) -> dict[str, list]:
-    """The columns rewards and verifiers receive (TRL's convention), one entry per completion: the benchmark
-    row's fields but those in ``SKIPPED_COLUMNS``, ``prompts``, ``completion_ids`` and ``truncated``."""
-    columns = {key: [r.get(key) for r in flat_rows] for key in flat_rows[0] if key not in SKIPPED_COLUMNS}
-    columns.update(prompts=[r["prompt"] for r in flat_rows], completion_ids=completion_ids, truncated=truncated)
-    return columns
-
-
 def problem_record(
     row: dict,
     generations: list[Generation],
@@ -176,7 +169,7 @@ def score_batch(
     flat_rows = [r for r, gens in zip(rows, generations) for _ in gens]
     flat = [g for gens in generations for g in gens]
     completions = [g.completion for g in flat]
-    columns = reward_columns(flat_rows, [g.completion_ids for g in flat], [g.truncated for g in flat])
+    columns = reward_columns(flat_rows, [g.completion_ids for g in flat], [g.truncated for g in flat], SKIPPED_COLUMNS)
     verdicts = correctness(completions, **columns)
     problems = [r["problem"] for r in flat_rows]
     scores = {name: verify(problems, completions, columns) for name, verify in verifiers.items()}
@@ -200,6 +193,7 @@ def rescore_record(record: dict, row: dict, verifiers: dict[str, Verifier], toke
         [row] * n,
         [tokenizer(c, add_special_tokens=False)["input_ids"] for c in completions],
         [s["truncated"] for s in samples],
+        SKIPPED_COLUMNS,
     )
     scores = {name: verify([row["problem"]] * n, completions, columns) for name, verify in verifiers.items()}
     for i, s in enumerate(samples):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 
 from grpo.samplers import Sampler
 from grpo.samplers.hf import first_stop_end
+from grpo.scoring import completion_id_lists
 
 
 @dataclass
@@ -86,11 +87,6 @@ def thought_ids(tokenizer, ids: list[int], end_think: str) -> list[int] | None:
     return _encode(tokenizer, before)
 
 
-def _rows(rollout) -> list[list[int]]:
-    """Unpadded completion ids of every row of a rollout."""
-    return [ids[m.bool()].tolist() for ids, m in zip(rollout.completion_ids, rollout.completion_mask)]
-
-
 def count_thinking_tokens(tokenizer, ids: list[int], text: str, end_think: str = "</think>") -> int:
     """Tokens of a completion before ``end_think``: all ``len(ids)`` when its ``text`` has none, else the total
     minus the re-encoded length of the text from the tag on. The part after the tag is short, so this costs
@@ -110,7 +106,7 @@ def generate_plain(
     rollout = sampler.generate(prompt_ids, num_samples)
     return [
         Generation(text, ids, count_thinking_tokens(tokenizer, ids, text, end_think), bool(truncated))
-        for text, ids, truncated in zip(rollout.completions, _rows(rollout), rollout.truncated.tolist())
+        for text, ids, truncated in zip(rollout.completions, completion_id_lists(rollout), rollout.truncated.tolist())
     ]
 
 
@@ -145,7 +141,7 @@ def generate_with_budget(
     if answering:
         config = replace(sampler.config, max_completion_length=budget.max_answer_tokens, stop=())
         rollout = sampler.with_config(config).generate([s.prompt + s.ids for s in answering], 1)
-        for s, ids, truncated in zip(answering, _rows(rollout), rollout.truncated.tolist()):
+        for s, ids, truncated in zip(answering, completion_id_lists(rollout), rollout.truncated.tolist()):
             s.ids, s.truncated, s.phase = s.ids + ids, bool(truncated), "done"
     return [
         Generation(tokenizer.decode(s.ids, skip_special_tokens=True), s.ids, s.thinking, s.truncated, s.waits, s.forced)
@@ -174,7 +170,7 @@ def _think_round(sampler: Sampler, tokenizer, sequences: list[_Sequence], budget
     remaining = [budget.max_thinking_tokens - s.thinking for s in live]
     config = replace(sampler.config, max_completion_length=max(remaining), stop=(budget.end_think,))
     rollout = sampler.with_config(config).generate([s.prompt + s.ids for s in live], 1)
-    for s, r, ids, truncated in zip(live, remaining, _rows(rollout), rollout.truncated.tolist()):
+    for s, r, ids, truncated in zip(live, remaining, completion_id_lists(rollout), rollout.truncated.tolist()):
         kept = ids[:r]
         thought = thought_ids(tokenizer, kept, budget.end_think)
         if thought is not None:

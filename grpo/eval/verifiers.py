@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from grpo.samplers.hf import left_pad
+from grpo.samplers.decode import left_pad
 
 Verifier = Callable[[Sequence[str], Sequence[str], dict[str, list]], list]
 

@@ -77,35 +77,39 @@ def stage_fields(kind: str) -> set[str]:
 
 
 def load_pipeline(path: str) -> tuple[dict[str, Any], list[Stage]]:
-    """Read a pipeline recipe. Raises ``ValueError`` naming the file and stage for unknown kinds, duplicate or
+    """Read a pipeline recipe. Raises :class:`grpo.config.ConfigError` naming the file and stage for unknown kinds, duplicate or
     missing names, unknown keys, and ``model_from``/``data_from`` that name no earlier stage."""
+    from grpo.config import ConfigError
+
+    if not os.path.isfile(path):
+        raise ConfigError(f"pipeline recipe not found: {path}")
     with open(path) as f:
         raw = yaml.safe_load(f) or {}
     unknown = set(raw) - {"output_dir", "model_name_or_path", "common", "stages"}
     if unknown:
-        raise ValueError(f"{path}: unknown pipeline keys {sorted(unknown)}")
+        raise ConfigError(f"{path}: unknown pipeline keys {sorted(unknown)}")
     if not raw.get("stages") or "output_dir" not in raw:
-        raise ValueError(f"{path}: a pipeline needs output_dir and a non-empty stages list")
+        raise ConfigError(f"{path}: a pipeline needs output_dir and a non-empty stages list")
     stages, names = [], set()
     for i, entry in enumerate(raw["stages"]):
         where = f"{path}: stage {i} ({entry.get('name', '?')})"
         try:
             stage = Stage(**entry)
         except TypeError as err:
-            raise ValueError(f"{where}: {err}") from None
+            raise ConfigError(f"{where}: {err}") from None
         if stage.kind not in KINDS:
-            raise ValueError(f"{where}: kind must be one of {KINDS}, got {stage.kind!r}")
+            raise ConfigError(f"{where}: kind must be one of {KINDS}, got {stage.kind!r}")
         if stage.name in names or not stage.name or "/" in stage.name:
-            raise ValueError(f"{where}: stage names must be unique folder names")
+            raise ConfigError(f"{where}: stage names must be unique folder names")
         bad = set(stage.overrides) - stage_fields(stage.kind)
         if bad:
-            raise ValueError(f"{where}: overrides {sorted(bad)} are not fields of a {stage.kind} stage")
+            raise ConfigError(f"{where}: overrides {sorted(bad)} are not fields of a {stage.kind} stage")
         data_refs = stage.data_from if isinstance(stage.data_from, list) else [stage.data_from]
         for ref, want_model in ((stage.model_from, True), *((d, False) for d in data_refs)):
             if ref is not None and ref != "base" and ref not in names:
-                raise ValueError(f"{where}: {ref!r} is not an earlier stage")
+                raise ConfigError(f"{where}: {ref!r} is not an earlier stage")
             if ref not in (None, "base") and want_model != next(s for s in stages if s.name == ref).makes_model:
-                raise ValueError(f"{where}: stage {ref!r} does not make a {'model' if want_model else 'data set'}")
+                raise ConfigError(f"{where}: stage {ref!r} does not make a {'model' if want_model else 'data set'}")
         stages.append(stage)
         names.add(stage.name)
     return raw, stages
@@ -181,11 +185,12 @@ def run_grpo_stage(argv: list[str], folder: str) -> None:
     from grpo.export import export_checkpoint
     from grpo.trainer import GRPOTrainer
 
-    model_args, data_args, args = parse_config(argv)
+    configs = parse_config(argv)
+    args = configs[2]
     found = list_checkpoints(folder)
     if not found or read_trainer_state(found[-1])["global_step"] < args.max_steps:
         args.resume_from_checkpoint = found[-1] if found else None
-        GRPOTrainer(model_args, data_args, args).train()
+        GRPOTrainer(*configs).train()
         found = list_checkpoints(folder)
     if int(os.environ.get("RANK", "0")) == 0:  # under accelerate launch: the main process exports
         export_checkpoint(found[-1], os.path.join(folder, "model"))

@@ -29,7 +29,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from grpo.config import CONFIG_CLASSES, DataArguments, GRPOArguments, ModelArguments, parse_config
+from grpo.config import CONFIG_CLASSES, DataArguments, GRPOArguments, ModelArguments, VLLMArguments, parse_config
 from grpo.config import help_field as _help
 
 REASONS = ("incorrect", "format", "truncated", "language", "repetition", "duplicate", "over_limit")
@@ -107,18 +107,6 @@ def failed_checks(
     return failed
 
 
-def rejection_reasons(
-    completions: list[str],
-    solutions: list[str],
-    truncated: list[bool],
-    args: SampleArguments,
-    think_prefilled: bool = False,
-) -> list[str | None]:
-    """The first failed check of each completion (see :func:`failed_checks`), or None when it passes them all.
-    Duplicates and the per-prompt cap are decided by :func:`select_completions`."""
-    return [f[0] if f else None for f in failed_checks(completions, solutions, truncated, args, think_prefilled)]
-
-
 def select_completions(completions: list[str], reasons: list[str | None], max_per_prompt: int) -> list[str | None]:
     """Apply deduplication and the cap to one prompt's completions (in sampling order): the final reason of each,
     None for the kept ones (at most ``max_per_prompt``)."""
@@ -178,9 +166,14 @@ def finish_stats(by_source: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_sample(
-    model_args: ModelArguments, data_args: DataArguments, args: GRPOArguments, sample: SampleArguments
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    args: GRPOArguments,
+    vllm_args: VLLMArguments,
+    sample: SampleArguments,
 ) -> str:
-    """Sample, filter and write ``output_dir/data.jsonl`` and ``output_dir/stats.json``; returns the data path."""
+    """Sample, filter and write ``output_dir/data.jsonl`` and ``output_dir/stats.json``; returns the data path.
+    The arguments are those :func:`parse_sample_args` returns, in its order."""
     import torch
     from accelerate.utils import set_seed
 
@@ -195,7 +188,7 @@ def run_sample(
     rows = build_prompt_dataset(data_args, tokenizer).rows[sample.prompt_offset :]
     rows = rows[: sample.num_prompts] if sample.num_prompts is not None else rows
     model = load_policy(model_args).to("cuda" if torch.cuda.is_available() else "cpu").eval()
-    sampler = build_run_sampler(model, tokenizer, args)  # the recipe's vllm_* settings too
+    sampler = build_run_sampler(model, tokenizer, args, vllm_args)  # the recipe's vllm_* settings too
     default_source = os.path.basename(data_args.dataset_name.rstrip("/"))
     kept, by_source, k = [], {}, sample.num_samples
     prefix = THINK_PREFILL if data_args.think_prefill else ""  # stored completions always open <think>
@@ -240,8 +233,8 @@ def run_sample(
 
 
 def parse_sample_args(argv: list[str]):
-    """``[RECIPE.yaml] [--field value ...]`` into Model/Data/GRPO arguments and :class:`SampleArguments`
-    (:func:`grpo.config.parse_config`)."""
+    """``[RECIPE.yaml] [--field value ...]`` into Model/Data/GRPO/vLLM arguments and :class:`SampleArguments`
+    (:func:`grpo.config.parse_config`), in :func:`run_sample`'s order."""
     return parse_config(argv, SAMPLE_CLASSES)
 
 
@@ -249,8 +242,9 @@ def sample_main(argv: list[str]) -> int:
     """``grpo sample RECIPE.yaml [--model_name_or_path TEACHER] [--num_samples K] ...``: prints the data path."""
     import json
 
-    model_args, data_args, args, sample = parse_sample_args(argv)
-    path = run_sample(model_args, data_args, args, sample)
+    configs = parse_sample_args(argv)
+    path = run_sample(*configs)
+    args = configs[2]
     with open(os.path.join(args.output_dir, "stats.json")) as f:
         print(json.dumps(json.load(f)["sources"]))
     print(path)

@@ -131,7 +131,7 @@ def sft_config(args: SFTArguments):
     """The ``trl.SFTConfig`` of a run: our fields, then ``sft_kwargs``; loss on completions only."""
     from trl import SFTConfig
 
-    from grpo.trainer import resolve_mixed_precision
+    from grpo.model import resolve_mixed_precision
 
     precision = resolve_mixed_precision(args.mixed_precision)
     return SFTConfig(

@@ -75,9 +75,11 @@ def resolve_sampler_name(name: str = "auto") -> str:
     return "vllm" if has_vllm and importlib.util.find_spec(SAMPLERS["vllm"].split(":")[0]) is not None else "hf"
 
 
-def build_sampler(name: str, model: torch.nn.Module, tokenizer, config: SamplingConfig, args=None) -> Sampler:
-    """The sampler registered as ``name`` in ``SAMPLERS``; ``args`` (``GRPOArguments``) carries the engine
-    settings of a sampler that has its own (``vllm_*``; None = their defaults).
+def build_sampler(
+    name: str, model: torch.nn.Module, tokenizer, config: SamplingConfig, vllm_args=None, seed: int = 0
+) -> Sampler:
+    """The sampler registered as ``name`` in ``SAMPLERS``. A sampler with its own engine (vLLM) also takes the
+    engine settings ``vllm_args`` (``VLLMArguments``; None = their defaults) and the run's ``seed``.
 
     Raises ``ValueError`` on an unknown name and ``ImportError`` when its backend is not installed.
     """
@@ -85,11 +87,12 @@ def build_sampler(name: str, model: torch.nn.Module, tokenizer, config: Sampling
         raise ValueError(f"unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}")
     module_name, class_name = SAMPLERS[name].split(":")
     cls = getattr(importlib.import_module(module_name), class_name)
-    return cls(model, tokenizer, config, args=args) if name == "vllm" else cls(model, tokenizer, config)
+    return cls(model, tokenizer, config, vllm_args, seed) if name == "vllm" else cls(model, tokenizer, config)
 
 
-def build_run_sampler(model: torch.nn.Module, tokenizer, args) -> Sampler:
-    """The sampler of a run: ``args.sampler`` with the run's sampling settings (``max_completion_length``,
-    ``temperature``, ``top_p``, ``top_k``) and engine settings, all from ``args`` (``GRPOArguments``)."""
+def build_run_sampler(model: torch.nn.Module, tokenizer, args, vllm_args=None) -> Sampler:
+    """The sampler of a run: ``args.sampler`` (``GRPOArguments``) with the run's sampling settings
+    (``max_completion_length``, ``temperature``, ``top_p``, ``top_k``) and seed, and the engine settings
+    ``vllm_args`` (``VLLMArguments``; None = their defaults)."""
     config = SamplingConfig(args.max_completion_length, args.temperature, args.top_p, args.top_k)
-    return build_sampler(args.sampler, model, tokenizer, config, args)
+    return build_sampler(args.sampler, model, tokenizer, config, vllm_args, args.seed)

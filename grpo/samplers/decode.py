@@ -205,6 +205,23 @@ def _hits_stop(tokenizer, completion_ids: Tensor, rows: Tensor, steps: int, stop
     return torch.tensor([any(s in text for s in stop) for text in texts], dtype=torch.bool, device=rows.device)
 
 
+def _prefill(model: torch.nn.Module, ids: Tensor, mask: Tensor, g: int, capacity: int) -> tuple[Tensor, object, Tensor]:
+    """One forward pass over the B left-padded prompts ``[B, P]``; returns the next-token logits ``[N, V]``
+    (float32), the KV cache and the attention mask ``[N, P]``, each repeated G times (N = B*G rows)."""
+    out = model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+        past_key_values=_new_cache(model, capacity),
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    cache = out.past_key_values
+    logits = out.logits[:, -1].float().repeat_interleave(g, dim=0)  # [N, V]: one prefill per prompt
+    cache.batch_repeat_interleave(g)
+    return logits, cache, mask.repeat_interleave(g, dim=0)
+
+
 @torch.no_grad()
 def sample_groups(
     model: torch.nn.Module,
@@ -255,20 +272,7 @@ def sample_groups(
     model.eval()
     steps = 0
     try:
-        attn = mask.to(device)
-        out = model(
-            input_ids=ids.to(device),
-            attention_mask=attn,
-            position_ids=(attn.cumsum(-1) - 1).clamp(min=0),
-            past_key_values=_new_cache(model, ids.shape[1] + t_max),
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        cache = out.past_key_values
-        logits = out.logits[:, -1].float().repeat_interleave(g, dim=0)  # [N, V]: one prefill per prompt
-        del out
-        cache.batch_repeat_interleave(g)
-        attn = attn.repeat_interleave(g, dim=0)  # [N, P + t]
+        logits, cache, attn = _prefill(model, ids.to(device), mask.to(device), g, ids.shape[1] + t_max)
         rows = torch.arange(n, device=device)  # [n_active] the output row of each batch row
         for step in range(t_max):
             # one uniform per row of the whole rollout and step, so a row's draws do not depend on which
@@ -313,12 +317,5 @@ def sample_groups(
     completion_ids = completion_ids[:, :steps].masked_fill(completion_mask == 0, pad_id)
     logprobs = logprobs[:, :steps].masked_fill(completion_mask == 0, 0.0)
     texts = tokenizer.batch_decode(completion_ids.cpu(), skip_special_tokens=True)
-    return Rollout(
-        ids.repeat_interleave(g, dim=0).to(device),
-        mask.repeat_interleave(g, dim=0).to(device),
-        completion_ids,
-        completion_mask,
-        ~finished,
-        texts,
-        logprobs,
-    )
+    prompts = (ids.repeat_interleave(g, dim=0).to(device), mask.repeat_interleave(g, dim=0).to(device))  # [N, P]
+    return Rollout(*prompts, completion_ids, completion_mask, ~finished, texts, logprobs)

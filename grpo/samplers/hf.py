@@ -7,18 +7,8 @@ import time
 import torch
 
 from grpo.samplers.base import Sampler, SamplingConfig
-from grpo.samplers.decode import left_pad, sample_groups  # noqa: F401 (left_pad re-exported)
+from grpo.samplers.decode import sample_groups
 from grpo.types import Rollout
-
-
-def completion_mask_from_eos(completion_ids: torch.Tensor, eos_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mask ``[N, T]`` that is 1 up to and including the first EOS, and truncated flags ``[N]`` (no EOS)."""
-    is_eos = torch.isin(completion_ids, torch.tensor(eos_ids, device=completion_ids.device))  # [N, T]
-    has_eos = is_eos.any(dim=1)  # [N]
-    first = torch.where(has_eos, is_eos.int().argmax(dim=1), completion_ids.shape[1])  # [N]
-    positions = torch.arange(completion_ids.shape[1], device=completion_ids.device)  # [T]
-    mask = (positions[None, :] <= first[:, None]).long()  # [N, T]
-    return mask, ~has_eos
 
 
 def first_stop_end(tokenizer, ids: list[int], stop: tuple[str, ...]) -> int | None:

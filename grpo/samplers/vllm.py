@@ -26,6 +26,8 @@ import time
 
 import torch
 
+from grpo.config import VLLMArguments
+from grpo.model import auto_dtype
 from grpo.samplers.base import Sampler, SamplingConfig
 from grpo.samplers.decode import default_eos_ids, left_pad
 from grpo.samplers.weight_sync import policy_weights
@@ -43,18 +45,18 @@ def base_model_path(model: torch.nn.Module) -> str:
     return path
 
 
-def engine_kwargs(model: torch.nn.Module, args) -> dict:
-    """Keyword arguments of ``vllm.LLM`` from the ``vllm_*`` fields of ``GRPOArguments`` (see their help)."""
+def engine_kwargs(model: torch.nn.Module, args: VLLMArguments, seed: int = 0) -> dict:
+    """Keyword arguments of ``vllm.LLM`` from ``VLLMArguments`` (see the fields' help) and the run's ``seed``."""
     on_gpu = torch.cuda.is_available()
     dtype = args.vllm_dtype
-    if dtype == "auto":
-        dtype = "bfloat16" if on_gpu and torch.cuda.is_bf16_supported() else str(next(model.parameters()).dtype)
+    if dtype == "auto":  # on CPU: the policy's own dtype (fp32 unless loaded otherwise)
+        dtype = str(auto_dtype(fallback=next(model.parameters()).dtype))
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
     # engines of different tensor-parallel groups draw different samples; the ranks of one group the same
     kwargs = dict(
         model=base_model_path(model),
         dtype=dtype.removeprefix("torch."),
-        seed=args.seed + rank // args.vllm_tensor_parallel_size,
+        seed=seed + rank // args.vllm_tensor_parallel_size,
         tensor_parallel_size=args.vllm_tensor_parallel_size,
         enable_prefix_caching=True,
         logprobs_mode="processed_logprobs",
@@ -92,13 +94,13 @@ def _tensor_parallel_group(tp: int):
 class _Engine:
     """The ``vllm.LLM`` shared by a sampler and its ``with_config`` copies, and its sleep state."""
 
-    def __init__(self, model: torch.nn.Module, args):
+    def __init__(self, model: torch.nn.Module, args: VLLMArguments, seed: int):
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # the engine must live in this process
         from vllm import LLM
 
         set_num_threads = torch.set_num_threads  # vLLM's CPU worker replaces it with a no-op; keep ours
         try:
-            self.llm = LLM(**engine_kwargs(model, args))
+            self.llm = LLM(**engine_kwargs(model, args, seed))
         finally:
             torch.set_num_threads = set_num_threads
         # a reload restores every layer; rotary caches have nothing to load and say so at every sync
@@ -144,29 +146,33 @@ class VLLMSampler(Sampler):
             ``model``'s current weights, so a LoRA policy or a restored checkpoint is served as it is.
         tokenizer: decodes the completions (``skip_special_tokens=True``, as ``HFSampler``) and gives the pad id.
         config: sampling settings.
-        args: ``GRPOArguments`` with the ``vllm_*`` engine settings (None: their defaults).
+        args: ``VLLMArguments``, the engine settings (None: their defaults).
+        seed: the run's seed (engines of different tensor-parallel groups add their group index).
         engine: an existing engine to share (``with_config``).
     Raises:
         ImportError: vllm is not installed.
     """
 
     def __init__(
-        self, model: torch.nn.Module, tokenizer, config: SamplingConfig, args=None, engine: _Engine | None = None
+        self,
+        model: torch.nn.Module,
+        tokenizer,
+        config: SamplingConfig,
+        args: VLLMArguments | None = None,
+        seed: int = 0,
+        engine: _Engine | None = None,
     ):
-        if args is None:
-            from grpo.config import GRPOArguments
-
-            args = GRPOArguments()
-        self.model, self.tokenizer, self.config, self.args = model, tokenizer, config, args
+        args = VLLMArguments() if args is None else args
+        self.model, self.tokenizer, self.config, self.args, self.seed = model, tokenizer, config, args, seed
         self.eos_ids = default_eos_ids(model, tokenizer)
         self.engine = engine
         if engine is None:
-            self.engine = _Engine(model, args)
+            self.engine = _Engine(model, args, seed)
             self.sync_weights(model)
 
     def with_config(self, config: SamplingConfig) -> VLLMSampler:
         """The same engine (and weights) with other sampling settings."""
-        return VLLMSampler(self.model, self.tokenizer, config, self.args, engine=self.engine)
+        return VLLMSampler(self.model, self.tokenizer, config, self.args, self.seed, engine=self.engine)
 
     def _params(self, n: int, **extra):
         from vllm import SamplingParams
