@@ -292,12 +292,19 @@ def _labelled(text: str) -> tuple[str, str]:
 def plot_main(argv: list[str]) -> int:
     """``grpo plot OUTPUT_DIR [--eval LABEL=PATH ...] [--out DIR] [--smoothing W]``; prints the files written.
     Returns 2 with a message naming the file when ``metrics.jsonl`` or an evaluation is missing or unreadable."""
-    parser = argparse.ArgumentParser(prog="grpo plot", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="grpo plot", description="PNG training curves from metrics.jsonl; held-out accuracy before/after."
+    )
     parser.add_argument("output_dir", help="a grpo train output_dir (with metrics.jsonl)")
     parser.add_argument("--out", default=None, help="where to write the PNG files (default: OUTPUT_DIR/plots)")
     parser.add_argument("--smoothing", type=float, default=0.8, help="EMA weight in [0, 1) (0 = raw values)")
     parser.add_argument(
-        "--eval", type=_labelled, action="append", default=[], help="LABEL=PATH of a held-out evaluation (repeat)"
+        "--eval",
+        type=_labelled,
+        action="append",
+        default=[],
+        metavar="LABEL=PATH",
+        help="a grpo eval --out JSONL file or --out_dir folder, labelled (repeat, in bar order)",
     )
     ns = parser.parse_args(argv)
     if not 0 <= ns.smoothing < 1:
