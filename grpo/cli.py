@@ -58,7 +58,7 @@ COMMANDS = {
     "train": train_main,
     "export": export_main,
     "eval": "grpo.eval.heldout:eval_main",
-    "score": "rewards.score:main",
+    "score": "grpo.score_cli:main",
     "sft": "grpo.r1.sft:sft_main",
     "cold_start": "grpo.r1.cold_start:cold_start_main",
     "sample": "grpo.r1.sample:sample_main",

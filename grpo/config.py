@@ -18,6 +18,7 @@ import yaml
 from grpo.algo import advantages, loss
 from grpo.optim import SCHEDULES
 from grpo.samplers.base import SAMPLERS
+from rewards.extract import GOLD_FORMATS
 
 # The choices of the algorithm's settings are the names of their registries (one source of truth).
 # (loss_type, kl_estimator, tis_level: checked by grpo.algo.loss.LossSettings, from its registries)
@@ -94,8 +95,8 @@ class DataArguments:
         "Column holding the gold answer; default: the first of answer, solution.", default=None
     )
     answer_format: str = _help(
-        "How to read the gold answer: `gsm8k` (after `#### `), `math` (the last \\boxed{} if present, "
-        "else the text), `raw` (as is), or `auto` (gsm8k if `####` appears, else math).",
+        "How to read the gold answer (rewards.extract.extract_gold): `gsm8k` (after `#### `), `math` (every "
+        "\\boxed{} if present, else the text), `raw` (as is), or `auto` (gsm8k if `####` appears, else math).",
         default="auto",
     )
     dataset_size: int = _help("Number of reasoning-gym problems to generate.", default=1000)
@@ -131,8 +132,8 @@ class DataArguments:
     def __post_init__(self) -> None:
         if self.prompt_template not in PROMPT_TEMPLATES:
             raise ValueError(f"prompt_template must be one of {PROMPT_TEMPLATES}, got {self.prompt_template!r}")
-        if self.answer_format not in ("auto", "gsm8k", "math", "raw"):
-            raise ValueError(f"answer_format must be auto, gsm8k, math or raw, got {self.answer_format!r}")
+        if self.answer_format not in GOLD_FORMATS:
+            raise ValueError(f"answer_format must be one of {', '.join(GOLD_FORMATS)}, got {self.answer_format!r}")
         self.reasoning_gym_kwargs = dict(JsonDict(self.reasoning_gym_kwargs))
 
 
@@ -190,7 +191,9 @@ class GRPOArguments:
     )
     # rewards
     reward_funcs: list[str] = _help(
-        "Reward names from the `rewards` registry.", default_factory=lambda: ["accuracy", "format"]
+        "Reward names from the `rewards` registry, or `module.path:function` for a reward outside the package "
+        "(its settings go in reward_kwargs under the same entry).",
+        default_factory=lambda: ["accuracy", "format"],
     )
     reward_weights: list[float] | None = _help("One weight per reward (default: all 1.0).", default=None)
     reward_kwargs: JsonDict = _help(

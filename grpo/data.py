@@ -19,7 +19,7 @@ from transformers import PreTrainedTokenizerBase
 
 from grpo.config import DataArguments
 from grpo.io import read_jsonl
-from rewards.extract import last_boxed
+from rewards.extract import extract_gold
 
 REASONING_GYM_PREFIX = "reasoning_gym:"
 
@@ -50,28 +50,6 @@ class PromptDataset:
 
     def __len__(self) -> int:
         return len(self.rows)
-
-
-# --- gold answers ---------------------------------------------------------------------------------
-
-
-def extract_gold(answer: Any, answer_format: str = "auto") -> str:
-    """The gold answer as a string: after ``#### `` (GSM8K), the last ``\\boxed{}`` (MATH), or as is.
-
-    ``auto`` picks ``gsm8k`` when ``####`` appears and ``math`` otherwise. A ``math`` answer without
-    ``\\boxed{}`` is returned stripped (the MATH ``answer`` field is already the final answer).
-    Raises ``ValueError`` when a ``gsm8k`` answer has no ``####``.
-    """
-    text = str(answer)
-    fmt = answer_format if answer_format != "auto" else ("gsm8k" if "####" in text else "math")
-    if fmt == "gsm8k":
-        if "####" not in text:
-            raise ValueError(f"no '####' in GSM8K answer {text[-80:]!r}")
-        return text.rsplit("####", 1)[1].strip().replace(",", "")
-    if fmt == "math":
-        boxed = last_boxed(text)
-        return boxed if boxed is not None else text.strip()
-    return text.strip()
 
 
 # --- sources --------------------------------------------------------------------------------------
@@ -185,7 +163,7 @@ def build_prompt_dataset(args: DataArguments, tokenizer: PreTrainedTokenizerBase
     kept, dropped = [], 0
     for i, row in enumerate(rows):
         try:
-            gold = extract_gold(row[answer_col], args.answer_format)
+            gold = extract_gold(row[answer_col], args.answer_format) or ""  # empty: the accuracy reward gives None
         except (KeyError, ValueError) as err:
             raise ValueError(
                 f"{source}, row {i}: cannot read the gold answer from column {answer_col!r}: {err}"

@@ -37,7 +37,9 @@ Z95 = 1.959964  # two-sided 95% quantile of the standard normal
 
 
 def _reward_keys(keys: list[str]) -> list[tuple[str, str]]:
-    return [("reward", "total (weighted)")] + [(k, k.split("/", 1)[1]) for k in keys if k.startswith("rewards/")]
+    """The total and ``rewards/<name>`` (not ``rewards/<name>/time_s`` and other per-reward statistics)."""
+    names = [k for k in keys if k.startswith("rewards/") and k.count("/") == 1]
+    return [("reward", "total (weighted)")] + [(k, k.split("/", 1)[1]) for k in names]
 
 
 def _accuracy_keys(keys: list[str]) -> list[tuple[str, str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -33,15 +34,16 @@ def fill_run_settings(
 ) -> dict[str, dict]:
     """``reward_kwargs`` (``{reward name: settings}``, e.g. a recipe's) with each of ``run_settings`` (settings
     the run decides, e.g. ``{"think_prefilled": True}``) added for the rewards in ``names`` that accept it,
-    unless already set there. Unknown names are left alone (``get_reward_funcs`` raises the clear error)."""
-    import rewards
-    from rewards.registry import reward_settings
+    unless already set there. Entries that do not resolve are left alone (``get_reward_funcs`` raises the clear
+    error). ``names`` may hold ``module.path:function`` entries (custom rewards)."""
+    from rewards.registry import resolve_reward, reward_settings
 
     kwargs = {name: dict(v) for name, v in reward_kwargs.items()}
     for name in names:
-        if name not in rewards.REWARDS:
+        try:
+            accepted = reward_settings(resolve_reward(name)[1])
+        except ValueError:
             continue
-        accepted = reward_settings(rewards.REWARDS[name])
         for setting, value in run_settings.items():
             if setting in accepted:
                 kwargs.setdefault(name, {}).setdefault(setting, value)
@@ -93,16 +95,32 @@ def rollout_reward_columns(rows: list[dict], rollout: Rollout, num_generations: 
     return reward_columns(flat, completion_id_lists(rollout), rollout.truncated.tolist())
 
 
-def score_completions(reward_funcs: list[RewardFunc], completions: list[str], columns: dict[str, list[Any]]) -> Tensor:
+def score_completions(
+    reward_funcs: list[RewardFunc],
+    completions: list[str],
+    columns: dict[str, list[Any]],
+    stats: dict[str, float] | None = None,
+) -> Tensor:
     """Call every reward on the N completions (TRL's convention: ``f(completions, **columns)``).
 
-    Returns ``[N, F]`` float32, NaN where a reward returned None (cannot be verified).
+    Returns ``[N, F]`` float32, NaN where a reward returned None (cannot be verified). With ``stats`` given, it
+    adds to ``rewards/<name>/time_s`` (seconds in the call) and ``rewards/<name>/timeouts`` (verifier calls
+    given up for time, :func:`rewards.count_timeouts`) of every reward (the caller clears it once logged).
     Raises ``ValueError`` naming the reward when it returns the wrong number of values or a non-number.
     """
+    from rewards import count_timeouts
+
     n = len(completions)
     table = torch.full((n, len(reward_funcs)), math.nan)  # [N, F]
     for j, func in enumerate(reward_funcs):
-        values = func(completions=completions, **columns)
+        with count_timeouts() as count:
+            start = time.perf_counter()
+            values = func(completions=completions, **columns)
+        if stats is not None:
+            for key, value in (("time_s", time.perf_counter() - start), ("timeouts", float(count.timeouts))):
+                stats[f"rewards/{reward_name(func)}/{key}"] = (
+                    stats.get(f"rewards/{reward_name(func)}/{key}", 0.0) + value
+                )
         if len(values) != n:
             raise ValueError(f"reward {reward_name(func)!r} returned {len(values)} values for {n} completions")
         for i, value in enumerate(values):

@@ -66,6 +66,7 @@ class GRPOTrainer:
         self.reward_funcs = self._build_rewards()
         self.reward_names = [reward_name(f) for f in self.reward_funcs]
         self.reward_weights = torch.tensor(args.reward_weights or [1.0] * len(self.reward_funcs))
+        self.reward_stats: dict[str, float] = {}  # rewards/<name>/time_s and /timeouts, summed until logged
         self.policy, self.optimizer = self.accelerator.prepare(policy, build_optimizer(policy, args))
         self.scheduler = build_scheduler(self.optimizer, args)  # on the prepared optimizer; stepped by hand
         self.logprob_fn = logprob_function(
@@ -164,7 +165,7 @@ class GRPOTrainer:
         with self.timer("rewards"):
             columns = rollout_reward_columns(rows, rollout, self.args.num_generations)
             funcs = self.guard.screen(self.reward_funcs)  # non-finite values: counted, unverifiable
-            per_func = score_completions(funcs, rollout.completions, columns)  # [N, F]
+            per_func = score_completions(funcs, rollout.completions, columns, self.reward_stats)  # [N, F]
             return per_func, combine_rewards(per_func, self.reward_weights)  # [N, F], [N]
 
     def compute_advantages(self, rewards: torch.Tensor) -> torch.Tensor:
@@ -355,12 +356,14 @@ class GRPOTrainer:
                 **result.scored.sampling_stats,
                 **self.prompts.metrics(),
                 **self.guard.metrics(),
+                **self.reward_stats,
                 **result.evaluation,
                 **{f"time/{k}_s": v for k, v in self.timings.items()},
             }
         )
         if self.global_step % self.args.logging_steps == 0:
             self.logger.log(self.global_step, record, lengths.tolist(), self._logged_completions(result))
+            self.reward_stats.clear()
         return record
 
     def _logged_completions(self, result: StepResult) -> list[dict]:

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
+
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
+def _valid_unicode(text: str) -> str:
+    """``text`` with unpaired surrogates (which no encoder accepts) replaced by U+FFFD."""
+    return text if text.isascii() else _SURROGATE_RE.sub("\ufffd", text)
 
 
 def as_text(completion: Any) -> str:
@@ -11,17 +19,17 @@ def as_text(completion: Any) -> str:
 
     The contract is plain strings, but TRL hands conversational datasets' completions over as
     a list of ``{"role": ..., "content": ...}`` messages; those are joined so that a reward does
-    not crash on them. ``None`` becomes ``""``.
+    not crash on them. ``None`` becomes ``""``; unpaired surrogates become U+FFFD.
 
     Raises:
         TypeError: for anything else (an int, a dict without ``content`` ...).
     """
     if isinstance(completion, str):
-        return completion
+        return _valid_unicode(completion)
     if completion is None:
         return ""
     if isinstance(completion, (list, tuple)) and all(isinstance(m, dict) and "content" in m for m in completion):
-        return "".join(str(m["content"] or "") for m in completion)
+        return _valid_unicode("".join(str(m["content"] or "") for m in completion))
     raise TypeError(f"a completion must be a string (or a list of chat messages), got {type(completion).__name__}")
 
 

@@ -1,7 +1,7 @@
-"""math-verify glue that runs *inside* the helper process of :mod:`rewards.timelimit`.
+"""math-verify glue that runs *inside* the helper processes of :mod:`rewards.timelimit`.
 
-Only strings and booleans cross the process boundary; parsed SymPy objects stay here (parsed
-gold answers are cached, since the G completions of a group share one gold).
+Only strings and booleans cross the process boundary; parsed SymPy objects stay here (parsed answers
+are cached, since the G completions of a group share one gold and often one answer).
 """
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ import re
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 from sympy import Basic, MatrixBase
 
-_CONFIG = (LatexExtractionConfig(), ExprExtractionConfig())
-_COMMAND_RE = re.compile(r"\\(?:text|mathrm|textbf|mbox)\{[^{}]*\}|\\[A-Za-z]+")
-# Two words in a row, or one word of 4+ letters, outside LaTeX commands: prose, not math.
-_PROSE_RE = re.compile(r"[A-Za-z]{4,}|[A-Za-z]{2,}\s+[A-Za-z]{2,}")
+_LATEX = (LatexExtractionConfig(boxed_match_priority=0),)
+_EXPR = (ExprExtractionConfig(),)
+_PYTHON_STYLE_RE = re.compile(r"\*\*|\b(?:sqrt|exp|log|sin|cos|tan|pi)\(")
 
 
-def _parse(text: str) -> list:
-    # parsing_timeout=None: no signal.alarm; the parent process enforces the time limit.
-    return parse(text, extraction_config=_CONFIG, parsing_timeout=None)
+def _parse(text: str, config) -> list:
+    # parsing_timeout=None: no signal.alarm from math-verify; the helper's own alarm and the parent's
+    # kill bound the time.
+    return parse(text, extraction_config=config, parsing_timeout=None)
 
 
 def _has_math(parsed: list) -> bool:
@@ -29,36 +29,39 @@ def _has_math(parsed: list) -> bool:
 
 @functools.lru_cache(maxsize=4096)
 def parse_answer(answer: str) -> tuple:
-    """Parse an extracted answer string with math-verify.
+    """Parse one extracted, normalized answer with math-verify.
 
-    The answer is first wrapped as ``\\boxed{answer}`` so that LaTeX objects (intervals, sets,
-    equations, percentages) are read whole, then as they are. Answers that read like prose
-    ("the answer is 5") are only given as they are, letting math-verify's own anchors find
-    the value (wrapped, prose would parse as a product of one-letter symbols).
+    The answer is read whole, as the content of ``\\boxed{answer}`` (LaTeX extraction only, so that a
+    number is never picked out of a larger object such as a matrix or ``-[0,1)``). A plain-text answer
+    in Python style (``sqrt(2)/2``, ``2**10``) is read by the expression extractor first.
 
     Returns:
         math-verify's parse result as a tuple; empty when nothing mathematical was found.
     """
-    prose = _PROSE_RE.search(_COMMAND_RE.sub(" ", answer)) is not None
-    # Prose wrapped in \boxed{} would parse as a product of one-letter symbols: never do that.
-    attempts = [answer] if prose else [f"\\boxed{{{answer}}}", answer]
-    for text in attempts:
-        parsed = _parse(text)
+    attempts = [(f"\\boxed{{{answer}}}", _LATEX)]
+    if "\\" not in answer and _PYTHON_STYLE_RE.search(answer):
+        attempts.insert(0, (answer, _EXPR))
+    for text, config in attempts:
+        parsed = _parse(text, config)
         if _has_math(parsed):
             return tuple(parsed)
     return ()
 
 
-def gold_parseable(gold: str) -> bool:
-    """True when math-verify reads a mathematical object in the gold answer."""
-    return bool(parse_answer(gold))
+def judge(gold: str, answer: str | None) -> bool | None:
+    """math-verify's verdict on ``answer`` against ``gold`` (``verify(gold, answer)``: not symmetric).
 
-
-def answers_match(gold: str, pred: str) -> bool:
-    """math-verify equivalence of two extracted answers (gold first: ``verify`` is not
-    symmetric). False when either side has nothing mathematical."""
+    Returns:
+        ``None`` when the gold has nothing mathematical (it cannot be scored); ``False`` when the
+        answer has nothing mathematical, or ``answer`` is ``None`` (a check of the gold alone);
+        else the verdict.
+    """
     g = parse_answer(gold)
-    p = parse_answer(pred)
-    if not g or not p:
+    if not g:
+        return None
+    if answer is None:
+        return False
+    p = parse_answer(answer)
+    if not p:
         return False
     return bool(verify(list(g), list(p), timeout_seconds=None))

@@ -1,11 +1,13 @@
 """Body of the helper process that runs verifier calls for :mod:`rewards.timelimit`.
 
-Started as ``python -c "... from rewards._worker import main; main()"``. Protocol on its
-stdin/stdout: frames of a 4-byte big-endian length followed by a pickle.
+Started as ``python -c "... from rewards._worker import main; main()"``. Protocol on its stdin/stdout:
+frames of a 4-byte big-endian length followed by a pickle. First it sends ``("ok", "ready")``; then:
 
-* request ``("import", module)`` → ``("ok", None)``: import ahead of time, so that a call's
-  deadline never includes import time;
-* request ``("call", module, function, args)`` → ``("ok", result)`` or ``("err", "Type: msg")``.
+* request ``("import", module)`` → ``("ok", None)``: import ahead of time, so that an item's limit
+  never includes import time;
+* request ``("call", module, function, args, timeout_s)`` → ``("ok", result)``, ``("err", "Type: msg")``
+  or ``("timeout", None)`` when the call ran past ``timeout_s`` seconds (stopped by this process's own
+  alarm, so the helper lives on; a call stuck in C ignores it and the parent kills the helper).
 
 It exits on end of input (its parent closed the pipe or died).
 """
@@ -22,6 +24,18 @@ import struct
 import sys
 
 MEMORY_LIMIT_BYTES = 4 << 30  # address-space cap: a runaway expression gets MemoryError, not the OOM killer
+
+
+class _Alarm(BaseException):
+    """Raised by the alarm; a BaseException, so that libraries' ``except Exception`` let it through."""
+
+
+_armed = False
+
+
+def _on_alarm(signum, frame) -> None:
+    if _armed:
+        raise _Alarm
 
 
 def _read_exact(fd: int, n: int) -> bytes | None:
@@ -44,20 +58,32 @@ def _write_frame(fd: int, obj) -> None:
         view = view[os.write(fd, view) :]
 
 
+def _call(module: str, function: str, args: tuple, timeout_s: float):
+    global _armed
+    func = getattr(importlib.import_module(module), function)
+    _armed = True
+    signal.setitimer(signal.ITIMER_REAL, timeout_s)
+    try:
+        return func(*args)
+    finally:
+        _armed = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
 def _handle(request) -> tuple:
     op = request[0]
     if op == "import":
         importlib.import_module(request[1])
         return ("ok", None)
     if op == "call":
-        _, module, function, args = request
-        return ("ok", getattr(importlib.import_module(module), function)(*args))
+        return ("ok", _call(*request[1:]))
     return ("err", f"ValueError: unknown request {op!r}")
 
 
 def main() -> None:
     """Serve requests until end of input."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent, which kills us
+    signal.signal(signal.SIGALRM, _on_alarm)
     logging.disable(logging.WARNING)  # math-verify logs a warning per disabled timeout
     try:
         resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT_BYTES, MEMORY_LIMIT_BYTES))
@@ -78,6 +104,8 @@ def main() -> None:
             return
         try:
             reply = _handle(pickle.loads(payload))
+        except _Alarm:
+            reply = ("timeout", None)
         except BaseException as e:  # noqa: BLE001 - report everything, keep serving
             reply = ("err", f"{type(e).__name__}: {e}"[:2000])
         _write_frame(fd_out, reply)

@@ -60,8 +60,7 @@ def consistency(text: str, target_language: str = "en") -> float:
     Raises:
         ValueError: for an unsupported language code.
     """
-    if target_language not in LANGUAGES:
-        raise ValueError(f"unsupported target_language {target_language!r}; supported: {sorted(LANGUAGES)}")
+    check_language(target_language=target_language)
     tokens = language_tokens(text)
     if not tokens:
         return 0.0
@@ -69,7 +68,13 @@ def consistency(text: str, target_language: str = "en") -> float:
     return sum(1 for t in tokens if in_target(t)) / len(tokens)
 
 
-@register_reward("language_consistency")
+def check_language(*, target_language: str, **_) -> None:
+    """Raises ``ValueError`` for an unsupported ``target_language``."""
+    if target_language not in LANGUAGES:
+        raise ValueError(f"unsupported target_language {target_language!r}; supported: {sorted(LANGUAGES)}")
+
+
+@register_reward("language_consistency", check=check_language)
 def language_consistency_reward(completions, *, target_language: str = "en", **kwargs) -> list[float]:
     """DeepSeek-R1's language-consistency reward (§2.3.2): the proportion of the chain of
     thought's words that are in the target language.
@@ -91,6 +96,5 @@ def language_consistency_reward(completions, *, target_language: str = "en", **k
     Raises:
         ValueError: for an unsupported ``target_language``.
     """
-    if target_language not in LANGUAGES:
-        raise ValueError(f"unsupported target_language {target_language!r}; supported: {sorted(LANGUAGES)}")
+    check_language(target_language=target_language)
     return [consistency(think_content(t), target_language) for t in texts(completions)]

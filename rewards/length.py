@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from ._common import column, lengths, texts
-from .accuracy import accuracy_reward
+from .accuracy import accuracy_reward, check_timeouts
 from .registry import register_reward
 
 
@@ -23,7 +23,14 @@ def cosfn(t: float, T: float, eta_min: float, eta_max: float) -> float:
     return eta_min + 0.5 * (eta_max - eta_min) * (1.0 + math.cos(t * math.pi / T))
 
 
-@register_reward("cosine")
+def check_cosine(*, max_len: int, **limits) -> None:
+    """Raises ``ValueError`` unless ``max_len`` > 0 and the math-verify limits are > 0."""
+    if max_len <= 0:
+        raise ValueError(f"max_len must be > 0, got {max_len}")
+    check_timeouts(**limits)
+
+
+@register_reward("cosine", check=check_cosine)
 def cosine_reward(
     completions,
     solution=None,
@@ -36,6 +43,7 @@ def cosine_reward(
     max_len: int = 1000,
     exceed_length_penalty: float | None = None,
     timeout_seconds: float = 5.0,
+    batch_timeout_seconds: float = 30.0,
     **kwargs,
 ) -> list[float | None]:
     """Cosine length-scaled correctness (Yeo et al. 2025, "Demystifying Long Chain-of-Thought
@@ -57,7 +65,7 @@ def cosine_reward(
         min_value_correct, max_value_correct: reward of a correct answer at ``max_len`` / length 0.
         max_len: length in tokens (> 0) where the curve ends.
         exceed_length_penalty: optional reward for L ≥ ``max_len`` (paper: r_e).
-        timeout_seconds: math-verify limit, as in ``accuracy``.
+        timeout_seconds, batch_timeout_seconds: math-verify limits, as in ``accuracy``.
         **kwargs: other columns, ignored.
 
     Returns:
@@ -66,10 +74,10 @@ def cosine_reward(
     Raises:
         ValueError: ``max_len`` ≤ 0, or missing/misaligned columns.
     """
-    if max_len <= 0:
-        raise ValueError(f"max_len must be > 0, got {max_len}")
+    limits = {"timeout_seconds": timeout_seconds, "batch_timeout_seconds": batch_timeout_seconds}
+    check_cosine(max_len=max_len, **limits)
     texts_ = texts(completions)
-    correct = accuracy_reward(texts_, solution=solution, timeout_seconds=timeout_seconds)
+    correct = accuracy_reward(texts_, solution=solution, **limits)
     rewards: list[float | None] = []
     for n, acc in zip(lengths(texts_, completion_ids), correct):
         if acc is None:
@@ -100,7 +108,15 @@ def soft_overlong_penalty(length: int, max_completion_length: int, cache_length:
     return -1.0
 
 
-@register_reward("soft_overlong")
+def check_soft_overlong(*, max_completion_length: int, cache_length: int | None, **_) -> None:
+    """Raises ``ValueError`` unless L_max > 0 and L_cache is ``None`` or in (0, L_max]."""
+    if max_completion_length <= 0:
+        raise ValueError(f"max_completion_length must be > 0, got {max_completion_length}")
+    if cache_length is not None and not 0 < cache_length <= max_completion_length:
+        raise ValueError(f"cache_length must be in (0, {max_completion_length}], got {cache_length}")
+
+
+@register_reward("soft_overlong", check=check_soft_overlong)
 def soft_overlong_reward(
     completions, completion_ids=None, *, max_completion_length: int, cache_length: int | None = None, **kwargs
 ) -> list[float]:
@@ -123,12 +139,9 @@ def soft_overlong_reward(
     Raises:
         ValueError: for a non-positive L_max or an L_cache outside (0, L_max].
     """
-    if max_completion_length <= 0:
-        raise ValueError(f"max_completion_length must be > 0, got {max_completion_length}")
+    check_soft_overlong(max_completion_length=max_completion_length, cache_length=cache_length)
     if cache_length is None:
         cache_length = max(1, max_completion_length // 5)
-    if not 0 < cache_length <= max_completion_length:
-        raise ValueError(f"cache_length must be in (0, {max_completion_length}], got {cache_length}")
     return [
         soft_overlong_penalty(n, max_completion_length, cache_length)
         for n in lengths(texts(completions), completion_ids)
@@ -151,9 +164,23 @@ def kimi_length_rewards(group_lengths: list[int], group_correct: list[float | No
     return out
 
 
-@register_reward("length")
+def check_length(*, num_generations: int, **limits) -> None:
+    """Raises ``ValueError`` unless G >= 1 and the math-verify limits are > 0."""
+    if num_generations < 1:
+        raise ValueError(f"num_generations must be >= 1, got {num_generations}")
+    check_timeouts(**limits)
+
+
+@register_reward("length", check=check_length)
 def length_reward(
-    completions, solution=None, completion_ids=None, *, num_generations: int, timeout_seconds: float = 5.0, **kwargs
+    completions,
+    solution=None,
+    completion_ids=None,
+    *,
+    num_generations: int,
+    timeout_seconds: float = 5.0,
+    batch_timeout_seconds: float = 30.0,
+    **kwargs,
 ) -> list[float | None]:
     """Kimi k1.5 length penalty within each group (Kimi Team 2025, §2.3.3; see
     :func:`kimi_length_rewards`), in [−0.5, 0.5].
@@ -166,7 +193,7 @@ def length_reward(
         solution: gold answers (column).
         completion_ids: token ids per completion (column); lengths fall back to word counts.
         num_generations: G, the group size (required).
-        timeout_seconds: math-verify limit, as in ``accuracy``.
+        timeout_seconds, batch_timeout_seconds: math-verify limits, as in ``accuracy``.
         **kwargs: other columns, ignored.
 
     Returns:
@@ -175,13 +202,15 @@ def length_reward(
     Raises:
         ValueError: G ≤ 0, or the number of completions is not a multiple of G.
     """
+    limits = {"timeout_seconds": timeout_seconds, "batch_timeout_seconds": batch_timeout_seconds}
+    check_length(num_generations=num_generations, **limits)
     n = len(completions)
-    if num_generations <= 0 or n % num_generations:
+    if n % num_generations:
         raise ValueError(f"length: {n} completions do not form whole groups of num_generations={num_generations}")
     texts_ = texts(completions)
     column("solution", solution, n, required=True)
     lens = lengths(texts_, completion_ids)
-    correct = accuracy_reward(texts_, solution=solution, timeout_seconds=timeout_seconds)
+    correct = accuracy_reward(texts_, solution=solution, **limits)
     out: list[float | None] = []
     for start in range(0, n, num_generations):
         end = start + num_generations

@@ -22,7 +22,15 @@ def repetition_penalty(text: str, ngram_size: int = 3, max_penalty: float = -1.0
     return (1.0 - len(set(ngrams)) / len(ngrams)) * max_penalty or 0.0  # no -0.0
 
 
-@register_reward("repetition")
+def check_repetition(*, ngram_size: int, max_penalty: float, **_) -> None:
+    """Raises ``ValueError`` unless ``ngram_size`` >= 1 and ``max_penalty`` <= 0."""
+    if ngram_size < 1:
+        raise ValueError(f"ngram_size must be >= 1, got {ngram_size}")
+    if max_penalty > 0:
+        raise ValueError(f"max_penalty must be <= 0 (it is a penalty), got {max_penalty}")
+
+
+@register_reward("repetition", check=check_repetition)
 def repetition_reward(completions, *, ngram_size: int = 3, max_penalty: float = -1.0, **kwargs) -> list[float]:
     """Penalty for repeated word n-grams: ``(1 − unique_ngrams / total_ngrams) × max_penalty``
     (Yeo et al. 2025, §4.2; open-r1's form). 0 for text without repetition, approaching
@@ -43,8 +51,5 @@ def repetition_reward(completions, *, ngram_size: int = 3, max_penalty: float = 
     Raises:
         ValueError: ``ngram_size`` < 1 or ``max_penalty`` > 0.
     """
-    if ngram_size < 1:
-        raise ValueError(f"ngram_size must be >= 1, got {ngram_size}")
-    if max_penalty > 0:
-        raise ValueError(f"max_penalty must be <= 0 (it is a penalty), got {max_penalty}")
+    check_repetition(ngram_size=ngram_size, max_penalty=max_penalty)
     return [repetition_penalty(t, ngram_size, max_penalty) for t in texts(completions)]

@@ -4,33 +4,26 @@ import os
 import pytest
 
 from grpo.config import DataArguments
-from grpo.data import PromptSampler, build_prompt_dataset, extract_gold, last_boxed, render_prompt  # noqa: F401
+from grpo.data import PromptSampler, build_prompt_dataset, render_prompt
 from tests.conftest import SHARED_DATA
 
 
-@pytest.mark.parametrize(
-    "answer,fmt,gold",
-    [
-        ("She has 3 + 4 = <<3+4=7>>7 apples.\n#### 7", "auto", "7"),
-        ("Total: 1,234 dollars\n#### 1,234", "gsm8k", "1234"),
-        ("So the answer is $\\boxed{\\frac{1}{2}}$.", "auto", "\\frac{1}{2}"),
-        ("first \\boxed{1} then \\boxed{\\sqrt{a_{1}}}", "math", "\\sqrt{a_{1}}"),
-        ("\\frac{3}{4}", "auto", "\\frac{3}{4}"),
-        (" 42 ", "raw", "42"),
-    ],
-)
-def test_extract_gold(answer, fmt, gold):
-    assert extract_gold(answer, fmt) == gold
-
-
-def test_extract_gold_gsm8k_without_marker_raises():
-    with pytest.raises(ValueError, match="####"):
-        extract_gold("no marker here", "gsm8k")
-
-
-def test_last_boxed_unclosed_is_none():
-    assert last_boxed("\\boxed{1 + {2}") is None
-    assert last_boxed("no box") is None
+def test_gold_answers_come_from_the_one_reader(tmp_path, tokenizer):
+    # rewards.extract.extract_gold, as the accuracy reward reads the solution column: commas of a plain
+    # number dropped, every box of a worked solution kept, an empty gold kept empty (scored None)
+    path = tmp_path / "d.jsonl"
+    rows = [
+        {"question": "q1", "answer": "She has 1,234 apples.\n#### 1,234"},
+        {"question": "q2", "answer": "So \\boxed{2} and \\boxed{3}."},
+        {"question": "q3", "answer": ""},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ds = build_prompt_dataset(DataArguments(dataset_name=str(path)), tokenizer)
+    assert [r["solution"] for r in ds.rows] == ["1234", "2, 3", ""]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "q", "answer": "no marker"}\n')
+    with pytest.raises(ValueError, match="row 0.*####"):
+        build_prompt_dataset(DataArguments(dataset_name=str(bad), answer_format="gsm8k"), tokenizer)
 
 
 def test_templates(tokenizer):

@@ -110,6 +110,14 @@ def test_steps_logged_again_replace_the_abandoned_ones(tmp_path):
     assert_readable_image(tmp_path / "plots" / "reward.png")
 
 
+def test_reward_panel_draws_rewards_not_their_timings():
+    from grpo.plot import PANELS
+
+    keys = ["reward", "rewards/accuracy", "rewards/accuracy/time_s", "rewards/format", "rewards/format/timeouts"]
+    series = dict(PANELS[0][3](keys))
+    assert list(series) == ["reward", "rewards/accuracy", "rewards/format"]
+
+
 def test_smoothing_and_paired_bootstrap_by_hand():
     # weight 0.5: avg 0.5 * 2 = 1, debiased 1 / 0.5 = 2; then avg 0.5 * 1 + 0.5 * 4 = 2.5, debiased 2.5 / 0.75
     assert smooth([2.0, None, 4.0], 0.5) == [2.0, None, pytest.approx(10 / 3)]

@@ -1,15 +1,40 @@
-"""accuracy: extraction, equivalence, None for unparseable gold, hard time limits."""
-
-import multiprocessing
-import threading
-import time
+"""accuracy: extraction, the equivalence layer, None for golds that cannot be scored (issue 15's reproducers
+first). Time limits and hostile batches: test_rewards_timelimit.py; the field's cases: test_rewards_agreement.py."""
 
 import pytest
 
-from rewards import accuracy_reward, extract_answer, extract_gold, timelimit
-from rewards.extract import last_boxed, last_number, normalize_answer
+from rewards import accuracy_reward, extract_answer, extract_gold, score_answers
+from rewards.equivalence import normalize_answer, number, numbers, read, refusal, text
+from rewards.extract import final_boxed, final_statement
 
-POWER_TOWER = "\\boxed{2^{2^{2^{2^{2^{2^{2}}}}}}}"  # sympy never finishes comparing this
+# Issue 15's reproducers: (completion, gold, expected).
+REPRODUCERS = [
+    # false positives: a wrong answer scored 1.0
+    (r"\boxed{12}", r"\begin{pmatrix}6 & 8 \\ 10 & 12\end{pmatrix}", 0.0),  # a matrix is not its last entry
+    (r"\boxed{\begin{pmatrix}1 & 8 \\ 10 & 12\end{pmatrix}}", r"\begin{pmatrix}6 & 8 \\ 10 & 12\end{pmatrix}", 0.0),
+    (r"\boxed{3}", r"\boxed{2} and \boxed{3}", 0.0),  # a gold with several boxes is all of them
+    (r"So $x \in (-6, 10)$.", "10", 0.0),  # no number out of a LaTeX expression
+    (r"The answer is $\frac{1+\sqrt{5}}{2}$.", "2", 0.0),
+    (r"\boxed{111}", "0,111", 0.0),  # 0,111 is not a thousands-separated number
+    # false negatives: a right answer scored 0.0 or None
+    (r"\boxed{\begin{pmatrix}1&2\\3&4\end{pmatrix}}", r"\begin{pmatrix}1&2\\3&4\end{pmatrix}", 1.0),
+    (r"\boxed{2.5 \times 10^{3}}", "2500", 1.0),  # scientific notation is a number, not a calculation
+    (r"\boxed{3 \cdot 10^{8}}", "300000000", 1.0),
+    (r"\boxed{1.2e-3}", "0.0012", 1.0),
+    (r"\boxed{11,\! 111,\! 111,\! 100}", "11111111100", 1.0),  # LaTeX thousands separators
+    (r"$14{,}916$", "14916", 1.0),
+    (r"\boxed{1 000}", "1000", 1.0),
+    (r"\boxed{Even}", r"$\text{Even}$", 1.0),  # text answers
+    (r"The answer is $\frac{1}{2}$.", r"\frac{1}{2}", 1.0),  # the final math span
+    (r"\boxed{2} and \boxed{3}", "2, 3", 1.0),  # several boxes are one multi-part answer
+    (r"\boxed{1,2}", r"\boxed{1}\boxed{2}", 1.0),
+]
+
+
+@pytest.mark.parametrize("completion,gold,expected", REPRODUCERS)
+def test_issue_15_reproducers(completion, gold, expected):
+    assert accuracy_reward([completion], solution=[gold]) == [expected]
+
 
 CASES = [
     # (gold, completion, expected)
@@ -77,8 +102,10 @@ def test_unparseable_gold_is_none(gold):
 
 
 def test_prose_gold_is_none_but_others_scored():
+    # a sentence cannot be scored; a short text answer ("Paris") can, and 5 is not Paris
     out = accuracy_reward(["<answer>5</answer>"] * 4, solution=["The capital of France.", "5", "Paris", "???"])
-    assert out == [None, 1.0, None, None]
+    assert out == [None, 1.0, 0.0, None]
+    assert accuracy_reward(["<answer>paris</answer>"], solution=["Paris"]) == [1.0]
 
 
 def test_missing_or_misaligned_solution_raises():
@@ -99,7 +126,11 @@ def test_unknown_kwargs_ignored_and_int_gold():
         ("<answer>see \\boxed{3}</answer>", "3"),
         ("x \\boxed{\\frac{a}{b}} y", "\\frac{a}{b}"),
         ("it is 1,234.5.", "1,234.5"),
-        ("v2 and -7", "-7"),
+        ("v2 is -7", "-7"),
+        ("3 or 4", "3 or 4"),  # a bare answer is read whole: a hedge is not its last number
+        ("\\frac{10}{9}", "\\frac{10}{9}"),
+        ("\\boxed{255} so ... Final Answer: The final answer is $10,455$. I hope it is correct.", "10,455"),
+        ("Final Answer: The largest $n$ is 34.", "34"),
         ("", None),
         ("<answer></answer>", None),
     ],
@@ -108,110 +139,142 @@ def test_extract_answer(text, answer):
     assert extract_answer(text) == answer
 
 
-def test_extract_gold_and_helpers():
-    assert extract_gold("blah\n#### 1,234") == "1,234"
-    assert extract_gold("So $\\boxed{\\dfrac{1}{2}}$.") == "\\dfrac{1}{2}"
-    assert extract_gold(" 72 ") == "72"
-    assert last_boxed("\\boxed{a{b}c}") == "a{b}c"
-    assert last_number("3.14 and 2,718") == "2,718"
-    assert normalize_answer("$1{,}000$.") == "1,000"
+def test_helpers():
+    assert final_boxed("\\boxed{a{b}c}") == "a{b}c"
+    assert final_boxed("\\boxed{1 + {2}") is None  # unclosed
+    assert final_statement("3.14 and 2,718") == "2,718"
+    assert final_statement("x^2 + a_1 = v2") is None  # exponents, subscripts and words do not count
+    assert final_statement("so 48/2 = 24 and 2/3") == "2/3"
+    assert normalize_answer("$1{,}000$.") == "1000"
     assert normalize_answer("5 and 6") == "5 and 6"
+    assert normalize_answer("(102,104]") == "(102, 104]"  # inside brackets a comma separates items
 
 
-def test_from_a_thread_gives_correct_results():
-    # math-verify's own signal.alarm timeout fails off the main thread (scores 0): not here.
-    out, errors = [], []
-
-    def run():
-        try:
-            out.append(
-                accuracy_reward(
-                    ["<answer>0.5</answer>", "\\boxed{(1, 2]}", "\\boxed{\\frac{1}{3}}"],
-                    solution=["\\frac{1}{2}", "(1,2]", "0.5"],
-                )
-            )
-        except Exception as e:  # pragma: no cover - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=run) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not errors
-    assert out == [[1.0, 1.0, 0.0]] * 3
+@pytest.mark.parametrize(
+    "text_,answer",
+    [
+        ("\\boxed{2} and \\boxed{3}", "2, 3"),
+        ("$\\boxed{1}$, $\\boxed{2}$ or $\\boxed{4}$", "1, 2, 4"),
+        ("\\boxed{3} wait, no: \\boxed{5}", "5"),  # prose between boxes: the last one
+        ("\\boxed{\\boxed{7}}", "7"),
+        ("\\boxed 5 apples", "5"),
+        ("no box", None),
+    ],
+)
+def test_final_boxed(text_, answer):
+    assert final_boxed(text_) == answer
 
 
-def _in_child(queue):
-    queue.put(accuracy_reward(["<answer>\\frac{2}{4}</answer>", "\\boxed{7}"], solution=["0.5", "8"]))
+@pytest.mark.parametrize(
+    "text_,answer",
+    [
+        ("So $x \\in (-6, 10)$.", "x \\in (-6, 10)"),
+        ("We get $x=3$ and then 7 apples.", "7"),  # the number comes after the math span
+        ("First 7, so \\(\\frac{1}{2}\\)", "\\frac{1}{2}"),
+        ("$$ 9 $$", "9"),
+        ("$" * 1000 + " 4", "4"),  # unclosed spans cost linear time and do not hide the number
+        ("nothing here", None),
+    ],
+)
+def test_final_statement(text_, answer):
+    assert final_statement(text_) == answer
 
 
-def test_from_a_forked_process_gives_correct_results():
-    accuracy_reward(["\\boxed{\\frac{1}{2}}"], solution=["0.5"])  # the parent has a warm helper
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_in_child, args=(queue,))
-    proc.start()
-    result = queue.get(timeout=60)
-    proc.join(30)
-    assert result == [1.0, 0.0]
-    assert proc.exitcode == 0
-    # and the parent's helper still works
-    assert accuracy_reward(["\\boxed{\\frac{1}{2}}"], solution=["0.5"]) == [1.0]
+@pytest.mark.parametrize(
+    "answer,kind,value",
+    [
+        ("1,000.5", "number", 2001 / 2),
+        ("-\\frac{3}{4}", "number", -0.75),
+        ("\\dfrac{6}{8}", "number", 0.75),
+        ("2.5 \\times 10^{3}", "number", 2500),
+        ("6.02*10^23", "number", 6.02e23),
+        ("10^{6}", "number", 1e6),
+        ("25 \\times 10^{2}", "math", None),  # mantissa >= 10: a calculation, not scientific notation
+        ("0,111", "numbers", ("set", frozenset({0, 111}))),
+        ("(1, 2]", "numbers", ("(]", (1, 2))),
+        ("(-\\infty, 3)", "numbers", ("()", (float("-inf"), 3))),
+        ("\\{2, 1, 2\\}", "numbers", ("set", frozenset({1, 2}))),
+        ("\\text{No Solution}", "text", "no solution"),
+        ("sin x", "math", None),  # math function names are not text
+        ("The capital of France", "prose", None),
+        ("9^9^9", "refused", "a power tower"),
+    ],
+)
+def test_read_kinds(answer, kind, value):
+    got = read(answer)
+    assert got.kind == kind
+    if kind == "number":
+        assert float(got.value) == pytest.approx(value)
+    elif value is not None:
+        assert got.value == value
 
 
-def test_pathological_input_returns_within_the_limit():
-    accuracy_reward(["\\boxed{\\frac{1}{2}}"], solution=["0.5"])  # start the helper first
-    start = time.monotonic()
-    out = accuracy_reward([POWER_TOWER], solution=["5"], timeout_seconds=1.0)
-    elapsed = time.monotonic() - start
-    assert out == [0.0]
-    assert elapsed < 1.0 + 2.0  # the limit, plus slack for killing the helper on a busy machine
-    # a fresh helper takes over
-    assert accuracy_reward(["\\boxed{\\frac{1}{2}}"], solution=["0.5"]) == [1.0]
+def test_number_text_and_numbers_reject_what_they_must():
+    assert number("1,23") is None and number("0,111") is None and number("\\frac{1}{0}") is None
+    assert numbers("(3)") is None and numbers("(x, 2)") is None
+    assert text("pi") is None and text("x") is None and text("a b c d") is None
 
 
-def test_pathological_input_in_a_thread_is_bounded_too():
-    out = []
-    # the pathological call has a 1 s limit; the ordinary one after it (default limit, so a loaded
-    # machine cannot make it flaky) shows the killed helper was replaced
-    t = threading.Thread(
-        target=lambda: out.extend(
-            [
-                accuracy_reward([POWER_TOWER], solution=["5"], timeout_seconds=1.0),
-                accuracy_reward(["<answer>\\frac{1}{2}</answer>"], solution=["0.5"]),
-            ]
-        )
-    )
-    start = time.monotonic()
-    t.start()
-    t.join(30)
-    assert out == [[0.0], [1.0]]
-    assert time.monotonic() - start < 15
+@pytest.mark.parametrize(
+    "answer,refused",
+    [
+        ("9^9^9^9", True),
+        ("10^{10^{10^{10}}}", True),
+        ("9^{999999999}", True),
+        ("99999999999!", True),
+        ("(10^{100})!", True),
+        ("{" * 40 + "1" + "}" * 40, True),
+        ("1" * 1001, True),
+        ("2^{2^{n}}+1", False),  # symbolic towers are safe
+        ("e^{-x^{2}}", False),
+        ("(n+1)!", False),
+        ("2^{100}", False),
+        ("10!", False),
+    ],
+)
+def test_refusal(answer, refused):
+    assert (refusal(answer) is not None) == refused
 
 
-def test_timelimit_call_kills_and_recovers():
-    pid = timelimit.call("os", "getpid", (), 30)
-    assert timelimit.call("os", "getpid", (), 30) == pid  # reused
-    with pytest.raises(timelimit.VerifierError, match="ValueError"):
-        timelimit.call("math", "sqrt", (-1.0,), 30)
-    assert timelimit.call("os", "getpid", (), 30) == pid  # an exception does not cost the helper
-    start = time.monotonic()
-    with pytest.raises(timelimit.VerifierTimeout):
-        timelimit.call("time", "sleep", (30,), 0.5)
-    assert time.monotonic() - start < 3
-    assert timelimit.call("os", "getpid", (), 30) != pid  # killed and replaced
-    with pytest.raises(ValueError):
-        timelimit.call("os", "getpid", (), 0)
+@pytest.mark.parametrize(
+    "solution,fmt,gold",
+    [
+        # the one gold reader, used by grpo.data and the rewards: agreed behaviour
+        ("She has 3 + 4 = <<3+4=7>>7 apples.\n#### 7", "auto", "7"),
+        ("Total: 1,234 dollars\n#### 1,234", "gsm8k", "1234"),  # a plain number loses thousands commas
+        ("blah\n#### 1,234", "auto", "1234"),
+        ("So $\\boxed{\\dfrac{1}{2}}$.", "auto", "\\dfrac{1}{2}"),
+        ("first \\boxed{1} then \\boxed{\\sqrt{a_{1}}}", "math", "\\sqrt{a_{1}}"),  # the final box run
+        ("\\boxed{2} and \\boxed{3}", "math", "2, 3"),
+        ("\\boxed{2}, or $\\boxed{2}$", "math", "2"),  # repeats dropped
+        ("... Final Answer: The final answer is $28 \\%$. I hope it is correct.", "auto", "28 \\%"),
+        ("<answer>0,111</answer>", "auto", "0,111"),  # not a thousands-separated number: as written
+        ("\\frac{3}{4}", "auto", "\\frac{3}{4}"),
+        (" 42 ", "raw", "42"),
+        (72, "auto", "72"),
+        (None, "auto", None),
+        ("   ", "math", None),
+        ("text ####   ", "auto", None),
+    ],
+)
+def test_extract_gold(solution, fmt, gold):
+    assert extract_gold(solution, fmt) == gold
 
 
-def test_timelimit_helper_death_and_setup_errors():
-    pid = timelimit.call("os", "getpid", (), 30)
-    with pytest.raises(timelimit.VerifierError, match="died"):
-        timelimit.call("os", "_exit", (3,), 30)
-    assert timelimit.call("os", "getpid", (), 30) != pid  # replaced
-    with pytest.raises(timelimit.VerifierStartError, match="no_such_module_xyz"):
-        timelimit.call("no_such_module_xyz", "f", (), 30)
+@pytest.mark.parametrize(
+    "solution,fmt,message",
+    [("no marker here", "gsm8k", "####"), ("#### ", "gsm8k", "nothing after"), ("5", "latex", "answer_format")],
+)
+def test_extract_gold_errors(solution, fmt, message):
+    with pytest.raises(ValueError, match=message):
+        extract_gold(solution, fmt)
+
+
+def test_score_answers_takes_extracted_answers():
+    assert score_answers(["0.5", None, "3"], ["\\frac{1}{2}", "5", "#### 3"]) == [1.0, 0.0, 1.0]
+    assert score_answers([None], ["The capital of France."]) == [None]
+    with pytest.raises(ValueError, match="2 answers"):
+        score_answers(["1", "2"], ["1"])
 
 
 @pytest.mark.parametrize(

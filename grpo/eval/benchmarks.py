@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from grpo.config import DataArguments
-from grpo.data import extract_gold, load_rows, render_prompt
+from grpo.data import load_rows, render_prompt
 from grpo.io import read_jsonl
+from rewards.extract import extract_gold
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project root
 DEFAULT_DATA_DIR = os.path.join(os.path.dirname(ROOT), "shared", "data")
@@ -42,7 +43,7 @@ class Benchmark:
 
     ``local``: path of its file under the data folder; ``hub``: ``(data set id, config, split)`` used when
     the file is absent; ``problem_fields``: the first present field holds the problem; ``gold_field``: the gold
-    answer, read with ``answer_format`` (see :func:`grpo.data.extract_gold`); ``level_field``: the difficulty
+    answer, read with ``answer_format`` (see :func:`rewards.extract.extract_gold`); ``level_field``: the difficulty
     field that ``--levels`` filters on (None: the benchmark has none); ``reward``: the correctness reward;
     ``loader(benchmark, data_dir)`` returns the raw rows (default: :func:`load_local_or_hub`).
     """
@@ -176,7 +177,7 @@ def benchmark_rows(
                 f"{benchmark.gold_field!r}; fields are {sorted(row)}"
             )
         try:
-            gold = extract_gold(row[gold_field], benchmark.answer_format)
+            gold = extract_gold(row[gold_field], benchmark.answer_format) or ""
         except ValueError as err:
             raise ValueError(f"{benchmark.name}, row {index}: cannot read the gold answer: {err}") from err
         problem = str(row[field])
@@ -205,6 +206,44 @@ def benchmark_rows(
     return rows
 
 
+def recipe_rows(
+    tokenizer, data_args: DataArguments, *, heldout_from: str | None = None, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """The benchmark ``recipe``: the recipe's own data set (``data_args``: a reasoning-gym task, a file, a hub
+    set), rendered with its template. With ``heldout_from`` (a training run's ``output_dir``) only the problems
+    that run never drew, repeats removed (:func:`grpo.data.trained_problems`, :func:`grpo.data.heldout_rows`):
+    problems of the training distribution that the policy never saw. ``index`` is the row's position in the data
+    set, so a resumed or longer evaluation keeps its problems. Raises ``FileNotFoundError`` when ``heldout_from``
+    has no checkpoint."""
+    from grpo.data import build_prompt_dataset, heldout_rows, trained_problems
+
+    rows = [{**row, "index": i} for i, row in enumerate(build_prompt_dataset(data_args, tokenizer).rows)]
+    if heldout_from:
+        rows = heldout_rows(rows, trained_problems(heldout_from))
+    short = ("problem", "solution", "prompt", "prompt_ids", "index")
+    return [
+        {k: v for k, v in row.items() if k in short or isinstance(v, (str, int, float, bool))} | {"benchmark": "recipe"}
+        for row in rows[:limit]
+    ]
+
+
+def _built_by_load_benchmarks(benchmark: Benchmark, data_dir: str | None) -> list[dict[str, Any]]:
+    raise ValueError("the recipe benchmark needs the recipe: load it with load_benchmarks(['recipe'], ...)")
+
+
+RECIPE = register_benchmark(
+    Benchmark(
+        "recipe",
+        "",
+        ("", None, ""),
+        (),
+        "",
+        source="the recipe's own data set; with --heldout_from RUN only the problems that run never drew",
+        loader=_built_by_load_benchmarks,
+    )
+)
+
+
 def load_benchmarks(
     names: list[str],
     tokenizer,
@@ -213,12 +252,17 @@ def load_benchmarks(
     data_dir: str | None = None,
     limit: int | None = None,
     levels: list[int] | None = None,
+    heldout_from: str | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """``{benchmark name: rows}`` for :func:`benchmark_rows` of each name (e.g. a held-out slice for
-    evaluation during training: ``limit=eval_limit``). ``data_dir=None`` uses :func:`default_data_dir`."""
+    evaluation during training: ``limit=eval_limit``); ``recipe`` gives :func:`recipe_rows` (``heldout_from``
+    applies to it only). ``data_dir=None`` uses :func:`default_data_dir`."""
     data_dir = data_dir or default_data_dir()
     out = {}
     for name in names:
+        if name == RECIPE.name:
+            out[name] = recipe_rows(tokenizer, data_args, heldout_from=heldout_from, limit=limit)
+            continue
         rows = benchmark_rows(name, tokenizer, data_args, data_dir=data_dir, limit=limit, levels=levels)
         out[rows[0]["benchmark"]] = rows
     return out

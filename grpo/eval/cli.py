@@ -30,7 +30,17 @@ from grpo.samplers.base import SAMPLERS
 
 SAMPLES_FILE, RUN_FILE = "samples.jsonl", "run.json"
 # Settings that may change when a run is resumed (the problems and budgets evaluated, the batching).
-NOT_IN_FINGERPRINT = ("batch_size", "seed", "budgets", "timeout_seconds", "benchmarks", "limit", "levels")
+NOT_IN_FINGERPRINT = (
+    "batch_size",
+    "seed",
+    "budgets",
+    "timeout_seconds",
+    "benchmarks",
+    "limit",
+    "levels",
+    "heldout_from",
+)
+RECIPE_DATA_FIELDS = ("dataset_name", "dataset_config", "dataset_split", "dataset_size", "dataset_seed")
 TEMPLATE_FIELDS = ("prompt_template", "system_prompt", "instruction", "think_prefill")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -68,7 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe", nargs="?", help="optional recipe: default model, prompt template, max_completion_length")
     p.add_argument("--model", help="model name, folder or hub id (default: the recipe's)")
     p.add_argument(
-        "--benchmarks", type=_csv, required=True, help="comma-separated: gsm8k, math500, aime24, amc23, or .jsonl files"
+        "--benchmarks",
+        type=_csv,
+        required=True,
+        help="comma-separated: gsm8k, math500, aime24, amc23, recipe (the recipe's own data set), or .jsonl files",
+    )
+    p.add_argument(
+        "--heldout_from",
+        default=None,
+        help="with the recipe benchmark: a training run's output_dir; only the problems it never drew",
     )
     p.add_argument("--num_samples", type=int, default=1, help="K completions per problem")
     p.add_argument("--temperature", type=float, default=0.6, help="sampling temperature (R1: 0.6; 0 = greedy)")
@@ -231,6 +249,7 @@ def benchmark_main(argv: list[str]) -> int:
         "benchmarks": [b.name for b in benchmarks],
         "limit": ns.limit,
         "levels": ns.levels,
+        "heldout_from": ns.heldout_from,
         **{k: getattr(data_args, k) for k in TEMPLATE_FIELDS},
         **asdict(settings),
     }
@@ -241,13 +260,24 @@ def benchmark_main(argv: list[str]) -> int:
     }
     if used:  # the reward verifiers' settings, when any (absent from runs without them)
         run["reward_kwargs"] = used
+    if "recipe" in run["benchmarks"]:  # which data set the recipe benchmark's indices point into
+        run["recipe_data"] = {k: getattr(data_args, k) for k in RECIPE_DATA_FIELDS}
+        run["recipe_data"]["reasoning_gym_kwargs"] = data_args.reasoning_gym_kwargs
     samples_path = prepare_out_dir(out_dir, run, ns.overwrite, rescore=ns.rescore)
     torch.manual_seed(settings.seed)
     tokenizer = load_tokenizer(model_args)
     needs_model = not ns.rescore or any(not spec.startswith("reward:") for spec in ns.verifiers)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = load_policy(model_args, _dtype(ns.dtype)).to(device).eval() if needs_model else None
-    rows = load_benchmarks(ns.benchmarks, tokenizer, data_args, data_dir=ns.data_dir, limit=ns.limit, levels=ns.levels)
+    rows = load_benchmarks(
+        ns.benchmarks,
+        tokenizer,
+        data_args,
+        data_dir=ns.data_dir,
+        limit=ns.limit,
+        levels=ns.levels,
+        heldout_from=ns.heldout_from,
+    )
     verifiers = {
         spec: build_verifier(
             spec, model=model, tokenizer=tokenizer, think_prefilled=data_args.think_prefill, reward_kwargs=reward_kwargs

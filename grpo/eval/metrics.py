@@ -17,8 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 
-from rewards.accuracy import prepare_gold, score_answer
-from rewards.extract import normalize_answer
+from rewards.accuracy import read_gold, score_answers
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -59,34 +58,29 @@ def answer_classes(answers: Sequence[str | None], *, timeout_seconds: float = 5.
     """Group answers into equivalence classes, in sample order.
 
     Answer i joins the first existing class whose representative (its first member) it equals, else it
-    opens a new class. Equality is ``rewards.accuracy``'s: the same normalised text, exact Decimal equality
-    of plain numbers, else math-verify (``0.5`` and ``\\frac{1}{2}`` are one class), run in the helper
-    process under a hard limit of ``timeout_seconds`` per comparison (a timeout counts as "different").
-    The representative is math-verify's gold side (``verify`` is not symmetric).
+    opens a new class. Equality is ``rewards.accuracy``'s (:func:`rewards.score_answers` with the
+    representative as the gold: the same normalised text, exact equality of numbers, else math-verify, so
+    ``0.5`` and ``\\frac{1}{2}`` are one class), each comparison bounded by ``timeout_seconds`` (a timeout
+    counts as "different"). The representative is math-verify's gold side (``verify`` is not symmetric).
 
     Returns:
         Per answer, its class index (0, 1, ... numbered by first appearance), or None when it cannot vote:
-        None, empty, or not readable by math-verify. The classes of the first k answers do not depend on
-        the answers after them, so one call serves every k.
+        None, empty, or not an answer the accuracy reward can score as a gold. The classes of the first k
+        answers do not depend on the answers after them, so one call serves every k.
     """
-    reps: list[tuple[str, tuple]] = []  # (normalised text, prepared gold) of each class's first member
+    reps: list[tuple[str, str]] = []  # (normalised text, answer) of each class's first member
     classes: list[int | None] = []
     for answer in answers:
-        prepared = prepare_gold(answer, timeout_seconds) if answer is not None and answer.strip() else None
-        if prepared is None:
+        read = read_gold(answer) if answer is not None and answer.strip() else None
+        if read is None or score_answers([None], [answer], timeout_seconds=timeout_seconds) == [None]:
             classes.append(None)
             continue
-        text = normalize_answer(answer)
-        found = next(
-            (
-                j
-                for j, (rep_text, rep) in enumerate(reps)
-                if rep_text == text or score_answer(answer, rep, timeout_seconds) == 1.0
-            ),
-            None,
-        )
+        found = next((j for j, (text, _) in enumerate(reps) if text == read.raw), None)
+        if found is None and reps:
+            same = score_answers([answer] * len(reps), [rep for _, rep in reps], timeout_seconds=timeout_seconds)
+            found = next((j for j, verdict in enumerate(same) if verdict == 1.0), None)
         if found is None:
-            reps.append((text, prepared))
+            reps.append((read.raw, answer))
             found = len(reps) - 1
         classes.append(found)
     return classes
@@ -130,14 +124,13 @@ def maj_at_k(answers: list[str | None], gold: str, k: int, *, timeout_seconds: f
     """
     if not 1 <= k <= len(answers):
         raise ValueError(f"maj_at_k needs 1 <= k <= {len(answers)} answers, got k={k}")
-    prepared_gold = prepare_gold(gold, timeout_seconds)
-    if prepared_gold is None:
+    if score_answers([None], [gold], timeout_seconds=timeout_seconds) == [None]:
         raise ValueError(f"the gold answer {gold!r} cannot be read by math-verify")
     classes = answer_classes(answers[:k], timeout_seconds=timeout_seconds)
     winner = majority_class(classes, k)
     if winner is None:
         return 0.0
-    return score_answer(answers[classes.index(winner)], prepared_gold, timeout_seconds)
+    return score_answers([answers[classes.index(winner)]], [gold], timeout_seconds=timeout_seconds)[0] or 0.0
 
 
 # --- best-of-N ---------------------------------------------------------------------------------------

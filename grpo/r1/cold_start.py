@@ -29,8 +29,8 @@ from typing import Any
 
 from grpo.config import help_field as _help
 from grpo.config import parse_config
-from grpo.data import extract_gold
 from grpo.io import read_jsonl, write_json, write_jsonl
+from rewards.extract import extract_gold
 
 CALCULATOR_RE = re.compile(r"<<[^<>]*>>")
 

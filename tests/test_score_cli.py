@@ -1,10 +1,10 @@
-"""`grpo score` (rewards.score.main)."""
+"""`grpo score` (grpo.score_cli.main)."""
 
 import json
 
 import pytest
 
-from rewards.score import main, read_rows, summarize
+from grpo.score_cli import main, read_rows, summarize
 
 GOOD = "<think>\nx\n</think>\n<answer>\n4\n</answer>"
 

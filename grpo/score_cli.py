@@ -18,8 +18,9 @@ import math
 import sys
 from typing import Any
 
-from ._common import as_text
-from .registry import REWARDS, get_reward_funcs
+from grpo.io import read_jsonl
+from rewards import REWARDS, get_reward_funcs
+from rewards._common import as_text
 
 COLUMN_ALIASES = {"prompt": "prompts"}
 
@@ -40,8 +41,6 @@ def read_rows(path: str) -> tuple[list[str], dict[str, list[Any]]]:
         ScoreInputError: unreadable file, invalid JSON, a row that is not an object, or a row
             without a string ``completion`` (message: ``FILE:LINE: ...``).
     """
-    from grpo.io import read_jsonl
-
     rows: list[dict[str, Any]] = []
     try:
         for lineno, row in read_jsonl(path):
@@ -104,7 +103,11 @@ def _parser() -> argparse.ArgumentParser:
         "(mean, std, min, max, share of None, count).",
     )
     p.add_argument("file", help="JSONL file; each row has 'completion' and other columns (e.g. 'solution')")
-    p.add_argument("--rewards", required=True, help=f"comma-separated reward names: {', '.join(sorted(REWARDS))}")
+    p.add_argument(
+        "--rewards",
+        required=True,
+        help=f"comma-separated reward names ({', '.join(sorted(REWARDS))}) or module.path:function entries",
+    )
     p.add_argument(
         "--reward_kwargs",
         default=None,
