@@ -27,6 +27,7 @@ import sys
 
 import numpy as np
 
+from grpo.eval.paired import SAMPLES_FILE, bootstrap_interval, problem_accuracies, read_samples
 from grpo.eval.report import SUMMARY_FILE, _pyplot, accuracy_ylim, standard_error
 from grpo.io import read_jsonl
 from grpo.train_metrics import CORRECTNESS_REWARDS
@@ -201,13 +202,17 @@ def load_eval(path: str) -> list[dict]:
     if path.endswith(".json"):
         with open(path, encoding="utf-8") as f:
             results = json.load(f)["results"]
+        samples = os.path.join(os.path.dirname(path), SAMPLES_FILE)  # per problem, when the folder has them
+        per_problem = problem_accuracies(read_samples(os.path.dirname(path))) if os.path.isfile(samples) else None
         return [
             {
                 "benchmark": r["benchmark"] + ("" if r.get("budget") is None else f" (budget {r['budget']})"),
                 "accuracy": r["pass@1"],
                 "stderr": r.get("pass@1_stderr"),
                 "num_problems": r["num_problems"],
-                "per_problem": None,
+                "per_problem": None
+                if per_problem is None
+                else {k: v for k, v in per_problem.items() if k[:2] == (r["benchmark"], r.get("budget"))},
             }
             for r in results
         ]
@@ -230,16 +235,6 @@ def load_eval(path: str) -> list[dict]:
     ]
 
 
-def paired_bootstrap(before: list[float], after: list[float], resamples: int = 10000, seed: int = 0):
-    """Mean of ``after - before`` over paired problems and its 95% percentile interval from ``resamples``
-    bootstrap resamples of the problems (Efron & Tibshirani 1993, ch. 13); ``(mean, low, high)``."""
-    diffs = np.asarray(after, dtype=float) - np.asarray(before, dtype=float)  # [n]
-    rng = np.random.default_rng(seed)
-    means = diffs[rng.integers(0, len(diffs), size=(resamples, len(diffs)))].mean(axis=1)  # [resamples]
-    low, high = np.percentile(means, [2.5, 97.5])
-    return float(diffs.mean()), float(low), float(high)
-
-
 def _paired_title(evals: list[tuple[str, list[dict]]]) -> str:
     title = "held-out accuracy (error bars: 95% CI)"
     files = [(label, results[0]["per_problem"]) for label, results in evals if results[0]["per_problem"]]
@@ -249,7 +244,8 @@ def _paired_title(evals: list[tuple[str, list[dict]]]) -> str:
     common = sorted(set(a) & set(b))
     if len(common) < 2:
         return title
-    mean, low, high = paired_bootstrap([a[p] for p in common], [b[p] for p in common])
+    diffs = np.array([b[p] - a[p] for p in common])  # [problems] after - before
+    mean, (low, high) = float(diffs.mean()), bootstrap_interval(diffs)
     return (
         f"{title}\n{last} - {first}: {100 * mean:+.1f} points, 95% CI {100 * low:+.1f} to {100 * high:+.1f} "
         f"(paired bootstrap over {len(common)} problems)"

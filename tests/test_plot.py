@@ -9,7 +9,7 @@ import struct
 import pytest
 
 from grpo.cli import main
-from grpo.plot import load_eval, load_metrics, paired_bootstrap, smooth
+from grpo.plot import load_eval, load_metrics, smooth
 from tests.conftest import SMOKE_RECIPE
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -118,10 +118,17 @@ def test_reward_panel_draws_rewards_not_their_timings():
     assert list(series) == ["reward", "rewards/accuracy", "rewards/format"]
 
 
-def test_smoothing_and_paired_bootstrap_by_hand():
+def test_smoothing_by_hand():
     # weight 0.5: avg 0.5 * 2 = 1, debiased 1 / 0.5 = 2; then avg 0.5 * 1 + 0.5 * 4 = 2.5, debiased 2.5 / 0.75
     assert smooth([2.0, None, 4.0], 0.5) == [2.0, None, pytest.approx(10 / 3)]
     assert smooth([1.0, 3.0], 0.0) == [1.0, 3.0]
-    assert paired_bootstrap([0, 0, 1, 0], [1, 1, 2, 1]) == (1.0, 1.0, 1.0)  # every problem gains exactly 1
-    mean, low, high = paired_bootstrap([0.0] * 50 + [1.0] * 50, [1.0] * 50 + [0.0] * 50)
-    assert mean == 0.0 and -0.25 < low < -0.1 and 0.1 < high < 0.25  # +-1 differences: s.e. 0.1, CI ~ +-0.2
+
+
+def test_paired_title_gives_the_bootstrap_interval_of_the_difference():
+    from grpo.plot import _paired_title
+
+    before = {"per_problem": {p: 0.0 for p in "abcd"}}
+    after = {"per_problem": {p: 1.0 for p in "abcd"}}  # every problem gains exactly 1
+    title = _paired_title([("base", [before]), ("trained", [after])])
+    assert "trained - base: +100.0 points, 95% CI +100.0 to +100.0 (paired bootstrap over 4 problems)" in title
+    assert "\n" not in _paired_title([("base", [before])])  # one evaluation: no difference to give
