@@ -1,5 +1,5 @@
 """The ``grpo`` command: ``grpo train``, ``export``, ``eval``, ``score``, ``sft``, ``cold_start``, ``sample``, ``pipeline``,
-``serve``."""
+``plot``, ``serve``."""
 
 from __future__ import annotations
 
@@ -20,18 +20,25 @@ commands:
   cold_start [RECIPE.yaml] [--field ...]  readable <think>/<answer> SFT data from GSM8K or (problem, reasoning, answer)
   sample RECIPE.yaml [--field value ...]  rejection sampling (or a teacher's traces) into SFT data + statistics
   pipeline RECIPE.yaml [--only a,b]       multi-stage DeepSeek-R1 pipeline; finished stages are skipped
+  plot OUTPUT_DIR [--eval LABEL=PATH]     PNG training curves from metrics.jsonl; held-out accuracy before/after
   serve MODEL [--port P] [--lora_rank R]  a vLLM server for `sampler: vllm_server` (docs/vllm.md)
 """
 
 
 def train_main(argv: list[str]) -> int:
-    """``grpo train``: parse the recipe and flags, train, return 0."""
+    """``grpo train``: parse the recipe and flags, train; 0, or 3 when the collapse guard stopped the run (its
+    message, naming the signal and the last good checkpoint, goes to stderr)."""
     from grpo.config import parse_config
 
     configs = parse_config(argv)  # before the trainer's imports: a bad recipe fails fast
+    from grpo.guards import TrainingCollapsed
     from grpo.trainer import GRPOTrainer
 
-    GRPOTrainer(*configs).train()
+    try:
+        GRPOTrainer(*configs).train()
+    except TrainingCollapsed as stop:
+        print(f"grpo train: {stop}", file=sys.stderr)
+        return 3
     return 0
 
 
@@ -58,6 +65,7 @@ COMMANDS = {
     "cold_start": "grpo.r1.cold_start:cold_start_main",
     "sample": "grpo.r1.sample:sample_main",
     "pipeline": "grpo.r1.pipeline:pipeline_main",
+    "plot": "grpo.plot:plot_main",
     "serve": "grpo.serve:serve_main",
 }
 

@@ -220,6 +220,28 @@ class GRPOArguments:
         "with uninformative groups (zero advantage) and the shortfall is logged.",
         default=4,
     )
+    # curriculum: online difficulty filtering before sampling (grpo/curriculum.py)
+    curriculum: bool = _help(
+        "Draw prompts by their running pass rate (the correctness reward, from their own earlier groups): "
+        "prompts at or below curriculum_min_pass_rate or at or above curriculum_max_pass_rate are skipped "
+        "before sampling (see docs/curriculum_and_guards.md).",
+        default=False,
+    )
+    curriculum_min_pass_rate: float = _help(
+        "Skip prompts whose running pass rate is at or below this (0: those no sample has solved yet).", default=0.0
+    )
+    curriculum_max_pass_rate: float = _help(
+        "Skip prompts whose running pass rate is at or above this (1: those every sample solved).", default=1.0
+    )
+    curriculum_revisit_prob: float = _help(
+        "Probability that a prompt the curriculum would skip is drawn anyway, so its pass rate is measured again.",
+        default=0.1,
+    )
+    curriculum_ema: float = _help(
+        "Weight of a prompt's newest group in its running pass rate, an exponential moving average "
+        "(1 = the newest group alone).",
+        default=0.5,
+    )
     mask_truncated_completions: bool = _help(
         "Leave completions that hit max_completion_length out of the loss.", default=False
     )
@@ -230,6 +252,34 @@ class GRPOArguments:
         default=1.0,
     )
     advantage_eps: float = _help("Added to the std when scaling advantages.", default=1e-4)
+    # guards (grpo/guards.py)
+    guard_nonfinite: bool = _help(
+        "Keep non-finite numbers out of the weights: NaN or infinite reward values count as unverifiable "
+        "(guard/nonfinite_rewards), and an optimizer step whose loss or gradient norm is not finite on any process "
+        "is skipped (guard/skipped_steps): weights and optimizer state stay as they were.",
+        default=True,
+    )
+    collapse_patience: int = _help(
+        "Act (on_collapse) after this many rollouts in a row that skipped a step or showed a collapse signal "
+        "below (0 = never act).",
+        default=5,
+    )
+    collapse_entropy_floor: float = _help(
+        "Collapse signal: mean token entropy (nats) below this (0 = off).", default=0.0
+    )
+    collapse_zero_std: bool = _help(
+        "Collapse signal: every group's rewards are equal (zero_std_frac = 1), so no completion gets an advantage.",
+        default=False,
+    )
+    collapse_length_floor: float = _help(
+        "Collapse signal: mean completion length (tokens) at or below this (0 = off).", default=0.0
+    )
+    on_collapse: str = _help(
+        "`stop`: end the run with a message naming the signal and the last good checkpoint; `rollback`: reload "
+        "that checkpoint with the learning rate halved (needs save_steps > 0).",
+        default="stop",
+    )
+    max_rollbacks: int = _help("With on_collapse: rollback, stop after this many rollbacks.", default=3)
     # logging
     report_to: list[str] = _help(
         "Trackers: none, wandb (offline when WANDB_API_KEY is unset), tensorboard.", default_factory=lambda: ["none"]
@@ -266,6 +316,8 @@ class GRPOArguments:
         _check_choice("lr_scheduler_type", self.lr_scheduler_type, tuple(SCHEDULES))
         _check_choice("mixed_precision", self.mixed_precision, ("auto", "no", "bf16", "fp16"))
         _check_choice("sampler", self.sampler, SAMPLER_NAMES)
+        _check_choice("on_collapse", self.on_collapse, ("stop", "rollback"))
+        self._check_curriculum_and_guards()
         for name in (
             "max_steps",
             "num_generations",
@@ -305,6 +357,22 @@ class GRPOArguments:
         ``ValueError`` naming a field out of range."""
         names = [f.name for f in fields(loss.LossSettings)]
         return loss.LossSettings(**{name: getattr(self, name) for name in names})
+
+    def _check_curriculum_and_guards(self) -> None:
+        if not 0 <= self.curriculum_min_pass_rate < self.curriculum_max_pass_rate <= 1:
+            raise ValueError(
+                "need 0 <= curriculum_min_pass_rate < curriculum_max_pass_rate <= 1, got "
+                f"{self.curriculum_min_pass_rate} and {self.curriculum_max_pass_rate}"
+            )
+        if not 0 <= self.curriculum_revisit_prob <= 1:
+            raise ValueError(f"curriculum_revisit_prob must be in [0, 1], got {self.curriculum_revisit_prob}")
+        if not 0 < self.curriculum_ema <= 1:
+            raise ValueError(f"curriculum_ema must be in (0, 1], got {self.curriculum_ema}")
+        for name in ("collapse_patience", "collapse_entropy_floor", "collapse_length_floor", "max_rollbacks"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.on_collapse == "rollback" and not self.save_steps:
+            raise ValueError("on_collapse: rollback needs save_steps > 0 (a checkpoint to roll back to)")
 
     @property
     def generation_batch_size(self) -> int:

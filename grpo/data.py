@@ -194,12 +194,7 @@ class PromptSampler:
     """
 
     def __init__(self, num_rows: int, batch_size: int, seed: int, num_processes: int = 1, process_index: int = 0):
-        self.global_batch = batch_size * num_processes
-        if num_rows < self.global_batch:
-            raise ValueError(
-                f"the data set has {num_rows} prompts, fewer than one global batch "
-                f"({batch_size} prompts x {num_processes} processes)"
-            )
+        self.global_batch = global_batch_size(num_rows, batch_size, num_processes)
         self.num_rows, self.batch_size, self.seed = num_rows, batch_size, seed
         self.process_index = process_index
         self.batches_drawn = 0
@@ -207,8 +202,8 @@ class PromptSampler:
     def _global_indices(self, batch: int) -> list[int]:
         per_epoch = self.num_rows // self.global_batch  # the incomplete tail of each epoch is skipped
         epoch, offset = divmod(batch, per_epoch)
-        order = torch.randperm(self.num_rows, generator=torch.Generator().manual_seed(self.seed + epoch))
-        return order[offset * self.global_batch : (offset + 1) * self.global_batch].tolist()
+        order = epoch_order(self.num_rows, self.seed, epoch)
+        return order[offset * self.global_batch : (offset + 1) * self.global_batch]
 
     def next_indices(self) -> list[int]:
         """This process's prompt indices for the next rollout."""
@@ -216,6 +211,36 @@ class PromptSampler:
         self.batches_drawn += 1
         start = self.process_index * self.batch_size
         return indices[start : start + self.batch_size]
+
+    # The prompt-sampler interface the trainer calls (grpo.curriculum.CurriculumSampler has the same methods).
+
+    def observe(self, per_func: torch.Tensor, reward_names: list[str]) -> None:
+        """Rewards of the last draw's groups: not used by a fixed order."""
+
+    def metrics(self) -> dict[str, float]:
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The position: the whole state (the order is a function of seed and epoch)."""
+        return {"batches_drawn": self.batches_drawn}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.batches_drawn = int(state["batches_drawn"])
+
+
+def global_batch_size(num_rows: int, batch_size: int, num_processes: int) -> int:
+    """Prompts drawn per rollout over all processes. Raises ``ValueError`` when the data set holds fewer."""
+    if num_rows < batch_size * num_processes:
+        raise ValueError(
+            f"the data set has {num_rows} prompts, fewer than one global batch "
+            f"({batch_size} prompts x {num_processes} processes)"
+        )
+    return batch_size * num_processes
+
+
+def epoch_order(num_rows: int, seed: int, epoch: int) -> list[int]:
+    """The prompt order of ``epoch``: a permutation of ``range(num_rows)`` seeded with ``seed + epoch``."""
+    return torch.randperm(num_rows, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
 
 
 def warn_if_think_prefilled(dataset: PromptDataset, think_prefill: bool) -> None:
@@ -245,8 +270,13 @@ def trained_problems(run_dir: str) -> set[str]:
     if not checkpoints:
         raise FileNotFoundError(f"{run_dir} has no checkpoint to replay")
     model_args, data_args, args, _ = load_config(os.path.join(checkpoints[-1], "config.yaml"))
-    drawn = read_trainer_state(checkpoints[-1])["batches_drawn"]
+    state = read_trainer_state(checkpoints[-1])
     dataset = build_prompt_dataset(data_args, load_tokenizer(model_args))
+    if "curriculum" in state:  # drawn by pass rate: the checkpoint lists every prompt drawn
+        from grpo.curriculum import drawn_indices
+
+        return {dataset.rows[i]["problem"] for i in drawn_indices(state["curriculum"])}
+    drawn = state["batches_drawn"]
     # every process's slice of each global batch: replay as one process drawing the global batch
     sampler = PromptSampler(len(dataset), args.prompts_per_rollout * _num_processes(checkpoints[-1]), args.seed)
     return {dataset.rows[i]["problem"] for _ in range(drawn) for i in sampler.next_indices()}

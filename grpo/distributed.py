@@ -144,5 +144,9 @@ def gathered_for_generation(model: torch.nn.Module, accelerator: Accelerator, en
 
 def any_process(accelerator: Accelerator, flag: bool) -> bool:
     """True when ``flag`` is True on any process (a collective: every process must call it)."""
-    count = torch.tensor(float(flag), device=accelerator.device)
-    return bool(accelerator.reduce(count, reduction="sum") > 0)
+    return sum_over_processes(accelerator, float(flag)) > 0
+
+
+def sum_over_processes(accelerator: Accelerator, value: float) -> float:
+    """``value`` summed over all processes (a collective: every process must call it)."""
+    return float(accelerator.reduce(torch.tensor(float(value), device=accelerator.device), reduction="sum"))

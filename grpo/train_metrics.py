@@ -27,12 +27,19 @@ def reflection_rate(completions: list[str]) -> float:
     return sum(bool(REFLECTION_PATTERN.search(c)) for c in completions) / len(completions)
 
 
-def correct_mask(per_func: Tensor, names: list[str]) -> Tensor | None:
-    """``[N]`` bool: the first correctness reward (accuracy, reasoning_gym) is >= 1; None if neither is used."""
+def correctness_index(names: list[str]) -> int | None:
+    """Column of the first correctness reward (``CORRECTNESS_REWARDS``: accuracy, reasoning_gym) in ``names``;
+    None if neither is used."""
     for name in CORRECTNESS_REWARDS:
         if name in names:
-            return per_func[:, names.index(name)] >= 1.0
+            return names.index(name)
     return None
+
+
+def correct_mask(per_func: Tensor, names: list[str]) -> Tensor | None:
+    """``[N]`` bool: the first correctness reward (accuracy, reasoning_gym) is >= 1; None if neither is used."""
+    column = correctness_index(names)
+    return None if column is None else per_func[:, column] >= 1.0
 
 
 def rollout_metrics(

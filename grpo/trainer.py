@@ -19,11 +19,13 @@ from grpo import checkpoint as ckpt
 from grpo.algo.advantages import group_advantages
 from grpo.algo.loss import GlobalCounts, policy_loss
 from grpo.config import ConfigError, DataArguments, GRPOArguments, ModelArguments, VLLMArguments
-from grpo.data import PromptSampler, build_prompt_dataset, warn_if_think_prefilled
+from grpo.curriculum import build_prompt_sampler
+from grpo.data import build_prompt_dataset, warn_if_think_prefilled
 from grpo.distributed import any_process, build_accelerator, gathered_for_generation, is_deepspeed, whole_models
 from grpo.dynamic_sampling import sample_informative
 from grpo.eval.heldout import HeldoutEvaluator
 from grpo.export import load_weights_into
+from grpo.guards import RunGuard, halve_learning_rate
 from grpo.logprobs import logprob_function
 from grpo.model import load_policy, load_reference, load_tokenizer, resolve_mixed_precision
 from grpo.optim import build_optimizer, build_scheduler
@@ -71,13 +73,8 @@ class GRPOTrainer:
             self.accelerator.num_processes, model_args.gradient_checkpointing, is_deepspeed(self.accelerator)
         )
         self.sampler = build_run_sampler(self.unwrapped_policy, self.tokenizer, args, vllm_args)
-        self.prompts = PromptSampler(
-            len(self.dataset),
-            args.prompts_per_rollout,
-            args.seed,
-            self.accelerator.num_processes,
-            self.accelerator.process_index,
-        )
+        self.prompts = build_prompt_sampler(args, len(self.dataset), self.accelerator, self.reward_names)
+        self.guard = RunGuard(args, self.accelerator)
         self.global_step = 0
         self.timings: dict[str, float] = {}  # seconds per phase of the current step
         self.sync_time = 0.0  # seconds the last weight sync took
@@ -111,22 +108,25 @@ class GRPOTrainer:
 
     def train(self) -> None:
         """Train until ``max_steps`` optimizer steps; checkpoint every ``save_steps`` and at the end."""
-        args = self.args
-        while self.global_step < args.max_steps:
-            self.timings.clear()
-            start = time.perf_counter()
-            scored = self.sample_and_score()  # prompts -> G completions -> rewards
-            advantages = self.compute_advantages(scored.rewards)  # group-relative advantages
-            batch = self.make_batch(scored.rollout, advantages)  # old and reference log-probs
-            update = self.update(batch)  # mu x steps_per_generation steps
-            self.sync_sampler()  # new weights to the sampler
-            evaluation = self.evaluate()  # held-out slices, every eval_steps
-            self.log(StepResult(scored, advantages, update, time.perf_counter() - start, evaluation))
-            if args.save_steps and self.global_step % args.save_steps == 0:
+        try:
+            while self.global_step < self.args.max_steps:
+                self.timings.clear()
+                start = time.perf_counter()
+                scored = self.sample_and_score()  # prompts -> G completions -> rewards
+                advantages = self.compute_advantages(scored.rewards)  # group-relative advantages
+                batch = self.make_batch(scored.rollout, advantages)  # old and reference log-probs
+                update = self.update(batch)  # mu x steps_per_generation steps
+                self.sync_sampler()  # new weights to the sampler
+                evaluation = self.evaluate()  # held-out slices, every eval_steps
+                record = self.log(StepResult(scored, advantages, update, time.perf_counter() - start, evaluation))
+                if self.watch_for_collapse(record):  # collapse guard: go on, roll back (True) or stop (raises)
+                    continue
+                if self.guard.checkpoint_due(self.global_step):  # every save_steps, unless in a bad streak
+                    self.save_checkpoint()
+            if not self.guard.checkpoint_due(self.global_step):  # the final state, unless just saved
                 self.save_checkpoint()
-        if not (args.save_steps and self.global_step % args.save_steps == 0):
-            self.save_checkpoint()
-        self.logger.close()
+        finally:
+            self.logger.close()
 
     # --- one named call per arrow ---------------------------------------------------------------
 
@@ -148,6 +148,7 @@ class GRPOTrainer:
         rows = self.next_prompts()  # sample prompts
         rollout = self.generate(rows)  # rollout
         per_func, rewards = self.score(rows, rollout)  # rule-based rewards
+        self.prompts.observe(per_func, self.reward_names)  # curriculum: the drawn prompts' pass rates
         return ScoredRollout(rows, rollout, per_func, rewards)
 
     def next_prompts(self) -> list[dict]:
@@ -164,7 +165,8 @@ class GRPOTrainer:
         """Rewards per function ``[N, F]`` (NaN = unverifiable) and their weighted sum ``[N]``."""
         with self.timer("rewards"):
             columns = rollout_reward_columns(rows, rollout, self.args.num_generations)
-            per_func = score_completions(self.reward_funcs, rollout.completions, columns, self.reward_stats)  # [N, F]
+            funcs = self.guard.screen(self.reward_funcs)  # non-finite values: counted, unverifiable
+            per_func = score_completions(funcs, rollout.completions, columns, self.reward_stats)  # [N, F]
             return per_func, combine_rewards(per_func, self.reward_weights)  # [N, F], [N]
 
     def compute_advantages(self, rewards: torch.Tensor) -> torch.Tensor:
@@ -256,7 +258,7 @@ class GRPOTrainer:
                     sampler_logprobs=micro.sampler_logprobs,
                     counts=counts,
                 )
-                acc.backward(loss * scale)
+                acc.backward(self.guard.loss_for_backward(loss) * scale)  # non-finite: NaN gradient, step skipped
                 tokens = float(micro.completion_mask.sum())
                 totals["loss"] = totals.get("loss", 0.0) + float(loss.detach())
                 for key, value in metrics.items():  # token-weighted means over the micro-batches
@@ -274,8 +276,9 @@ class GRPOTrainer:
         params = [p for p in self.policy.parameters() if p.requires_grad]
         max_norm = self.args.max_grad_norm if self.args.max_grad_norm > 0 else float("inf")
         grad_norm = self.accelerator.clip_grad_norm_(params, max_norm)  # DeepSpeed: clipped in backward, norm read
+        if self.guard.allow_step(grad_norm):  # a non-finite gradient norm never reaches the weights
+            self.optimizer.step()
         grad_norm = float("nan") if grad_norm is None else float(grad_norm)
-        self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.global_step += 1
@@ -330,10 +333,10 @@ class GRPOTrainer:
         with self.timer("eval"):
             return self.evaluator(self.unwrapped_policy, self.sampler)
 
-    def log(self, result: StepResult) -> None:
-        """Gather the rollout from every process, compute its metrics and write them (main process)."""
-        if self.global_step % self.args.logging_steps:
-            return
+    def log(self, result: StepResult) -> dict:
+        """Gather the rollout from every process and compute its metrics (every rollout: the collapse guard reads
+        them); write them every ``logging_steps`` (main process). Returns them (the same on every process, but for
+        ``eval/*``)."""
         acc, g, rollout = self.accelerator, self.args.num_generations, result.scored.rollout
         lengths = rollout.completion_mask.sum(1)  # [N] tokens
         tensors = (result.scored.rewards, result.scored.per_func, lengths, rollout.truncated)
@@ -353,13 +356,17 @@ class GRPOTrainer:
                 "sync_bytes": self.sampler.last_sync_bytes,
                 "num_prompts_dropped": self.dataset.num_dropped,
                 **result.scored.sampling_stats,
+                **self.prompts.metrics(),
+                **self.guard.metrics(),
                 **self.reward_stats,
                 **result.evaluation,
                 **{f"time/{k}_s": v for k, v in self.timings.items()},
             }
         )
-        self.logger.log(self.global_step, record, lengths.tolist(), self._logged_completions(result))
-        self.reward_stats.clear()
+        if self.global_step % self.args.logging_steps == 0:
+            self.logger.log(self.global_step, record, lengths.tolist(), self._logged_completions(result))
+            self.reward_stats.clear()
+        return record
 
     def _logged_completions(self, result: StepResult) -> list[dict]:
         """The first ``num_completions_to_log`` completions of this process, with their rewards and advantages."""
@@ -379,8 +386,8 @@ class GRPOTrainer:
 
     def save_checkpoint(self) -> str:
         """Write ``checkpoint-<global_step>`` atomically (every process takes part); returns its path."""
-        state = {"global_step": self.global_step, "batches_drawn": self.prompts.batches_drawn}
-        return ckpt.save_training_checkpoint(
+        state = {"global_step": self.global_step, **self.prompts.state_dict()}
+        path = ckpt.save_training_checkpoint(
             self.accelerator,
             self.policy,
             self.optimizer,
@@ -391,12 +398,30 @@ class GRPOTrainer:
             self.args.output_dir,
             self.args.save_total_limit,
         )
+        self.guard.saved(path)
+        return path
 
     def load_checkpoint(self, folder: str) -> None:
         """Restore optimizer, scheduler, RNG states, step and data position (weights: before ``prepare``)."""
         state = ckpt.load_training_state(self.accelerator, self.policy, self.optimizer, self.scheduler, folder)
         self.global_step = state["global_step"]
-        self.prompts.batches_drawn = state["batches_drawn"]
+        self.prompts.load_state_dict(state)
+        self.guard.last_good = folder
+
+    def watch_for_collapse(self, record: dict) -> bool:
+        """The collapse guard's verdict on this rollout: go on (False), stop (raises ``TrainingCollapsed``) or
+        roll back to the last good checkpoint with the learning rate halved (True)."""
+        folder = self.guard.check(self.global_step, record)
+        if folder is None:
+            return False
+        self.accelerator.print(self.guard.message)
+        base_lrs = list(self.scheduler.base_lrs)
+        if not is_deepspeed(self.accelerator):  # DeepSpeed's engine restores its weights in load_checkpoint
+            load_weights_into(self.unwrapped_policy, os.path.join(folder, "model"))
+        self.load_checkpoint(folder)
+        halve_learning_rate(self.scheduler, self.optimizer, base_lrs)
+        self.sync_sampler()
+        return True
 
 
 def _num(x: torch.Tensor) -> float | None:
