@@ -4,6 +4,7 @@ on hand-made records, and the held-out ``recipe`` benchmark of ``grpo eval`` end
 import json
 import math
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -119,3 +120,22 @@ def test_recipe_benchmark_holds_out_what_training_drew(tmp_path):
     assert drawn and len(drawn) <= 2 * 2  # 2 steps x 2 prompts
     run_json = json.loads((out / "run.json").read_text())
     assert run_json["recipe_data"]["dataset_size"] == 64 and run_json["heldout_from"] == str(run)
+
+    # recipe fields as flags: a fresh draw of the generated task (another seed, more rows), still without the
+    # problems the run drew
+    fresh = tmp_path / "fresh"
+    flags = ["--dataset_seed", "7", "--dataset_size", "200", "--num_samples", "1", "--out_dir", str(fresh)]
+    assert main([*argv, *flags]) == 0
+    records = [json.loads(line) for line in (fresh / "samples.jsonl").read_text().splitlines()]
+    rows = build_prompt_dataset(replace(data_args, dataset_seed=7, dataset_size=200), load_tokenizer(model_args)).rows
+    problems = [rows[r["index"]]["problem"] for r in records]
+    assert len(records) == 20 and not set(problems) & drawn and len(set(problems)) == 20
+    assert json.loads((fresh / "run.json").read_text())["recipe_data"]["dataset_seed"] == 7
+
+
+def test_recipe_fields_as_eval_flags_need_a_recipe(capsys):
+    from grpo.cli import main
+
+    assert main(["eval", "--benchmarks", "recipe", "--dataset_seed", "7"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown arguments --dataset_seed" in err and "(recipe fields need a recipe file)" in err

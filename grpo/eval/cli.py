@@ -154,13 +154,20 @@ def _add_engine_arguments(g) -> None:
     g.add_argument("--timeout_seconds", type=float, default=5.0, help="math-verify limit per comparison")
 
 
-def resolve_configs(ns: argparse.Namespace) -> tuple[ModelArguments, DataArguments, int, dict]:
+def resolve_configs(
+    ns: argparse.Namespace, recipe_flags: tuple[str, ...] = ()
+) -> tuple[ModelArguments, DataArguments, int, dict]:
     """Model and data arguments, ``max_completion_length`` and the reward verifiers' settings (``reward_kwargs``):
-    the recipe's (or the defaults), then the flags."""
+    the recipe's (or the defaults), then ``recipe_flags`` (fields of the recipe, e.g. ``--dataset_seed 7`` for a
+    fresh draw of a generated task), then the flags. Raises ``ConfigError`` for recipe flags without a recipe."""
+    if recipe_flags and not (ns.recipe and os.path.isfile(ns.recipe)):  # without a recipe, argparse may take
+        from grpo.config import ConfigError  # a flag's value for the recipe: name the flags, not that value
+
+        raise ConfigError(f"unknown arguments {' '.join(recipe_flags)} (recipe fields need a recipe file)")
     if ns.recipe:
         from grpo.config import parse_config
 
-        model_args, data_args, args, _ = parse_config([ns.recipe])
+        model_args, data_args, args, _ = parse_config([ns.recipe, *recipe_flags])
         max_len, reward_kwargs = args.max_completion_length, args.reward_kwargs
     else:
         model_args, data_args, max_len, reward_kwargs = ModelArguments(), DataArguments(), 1024, {}
@@ -236,8 +243,8 @@ def benchmark_main(argv: list[str]) -> int:
     from grpo.model import load_policy, load_tokenizer
     from grpo.samplers import build_sampler, resolve_sampler_name
 
-    ns = build_parser().parse_args(argv)
-    model_args, data_args, max_len, reward_kwargs = resolve_configs(ns)
+    ns, recipe_flags = build_parser().parse_known_args(argv)  # the rest: fields of the recipe
+    model_args, data_args, max_len, reward_kwargs = resolve_configs(ns, tuple(recipe_flags))
     settings = settings_from(ns, max_len)
     benchmarks = [resolve_benchmark(b) for b in ns.benchmarks]
     name = model_args.model_name_or_path
