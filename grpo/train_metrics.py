@@ -10,6 +10,7 @@ from torch import Tensor
 
 from grpo.algo.advantages import informative_groups
 from grpo.eval.metrics import length_stats
+from grpo.types import StepResult
 
 # Words that mark a model re-examining its work: DeepSeek-R1-Zero's "aha moment" (DeepSeek-AI 2025, sec. 2.2.4).
 REFLECTION_PATTERN = re.compile(
@@ -88,3 +89,25 @@ def rollout_metrics(
         }
     )
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
+
+
+def logged_completions(result: StepResult, reward_names: list[str], g: int, n: int) -> list[dict]:
+    """The first ``n`` completions of this process's rollout (``g`` per prompt) with prompt, gold, reward, advantage
+    and each reward function's value (NaN, a reward's "no opinion", written as null): rows of completions.jsonl."""
+    rows, rollout, per_func = result.scored.rows, result.scored.rollout, result.scored.per_func
+    return [
+        {
+            "prompt": rows[i // g]["prompt"],
+            "completion": rollout.completions[i],
+            "solution": rows[i // g]["solution"],
+            "reward": _num(result.scored.rewards[i]),
+            "advantage": _num(result.advantages[i]),
+            **{f"rewards/{name}": _num(per_func[i, j]) for j, name in enumerate(reward_names)},
+        }
+        for i in range(min(n, len(rollout)))
+    ]
+
+
+def _num(x: Tensor) -> float | None:
+    value = float(x)
+    return None if value != value else value

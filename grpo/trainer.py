@@ -38,7 +38,7 @@ from grpo.scoring import (
     rollout_reward_columns,
     score_completions,
 )
-from grpo.train_metrics import rollout_metrics
+from grpo.train_metrics import logged_completions, rollout_metrics
 from grpo.types import Rollout, ScoredRollout, StepResult, TrainBatch, stack_or_none
 
 
@@ -364,25 +364,14 @@ class GRPOTrainer:
             }
         )
         if self.global_step % self.args.logging_steps == 0:
-            self.logger.log(self.global_step, record, lengths.tolist(), self._logged_completions(result))
+            self.logger.log(
+                self.global_step,
+                record,
+                lengths.tolist(),
+                logged_completions(result, self.reward_names, g, self.args.num_completions_to_log),
+            )
             self.reward_stats.clear()
         return record
-
-    def _logged_completions(self, result: StepResult) -> list[dict]:
-        """The first ``num_completions_to_log`` completions of this process, with their rewards and advantages."""
-        rows, rollout, per_func = result.scored.rows, result.scored.rollout, result.scored.per_func
-        g, n = self.args.num_generations, min(self.args.num_completions_to_log, len(rollout))
-        return [
-            {
-                "prompt": rows[i // g]["prompt"],
-                "completion": rollout.completions[i],
-                "solution": rows[i // g]["solution"],
-                "reward": _num(result.scored.rewards[i]),
-                "advantage": _num(result.advantages[i]),
-                **{f"rewards/{name}": _num(per_func[i, j]) for j, name in enumerate(self.reward_names)},
-            }
-            for i in range(n)
-        ]
 
     def save_checkpoint(self) -> str:
         """Write ``checkpoint-<global_step>`` atomically (every process takes part); returns its path."""
@@ -422,8 +411,3 @@ class GRPOTrainer:
         halve_learning_rate(self.scheduler, self.optimizer, base_lrs)
         self.sync_sampler()
         return True
-
-
-def _num(x: torch.Tensor) -> float | None:
-    value = float(x)
-    return None if value != value else value

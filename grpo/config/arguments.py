@@ -1,21 +1,17 @@
-"""Run configuration: four dataclasses, the single source of truth for every setting.
+"""The model, data and training arguments (the fourth, the vLLM samplers', is in grpo/config/vllm_arguments.py).
 
 A recipe is a YAML file whose keys are field names of these dataclasses; command-line flags
-override it (``grpo train RECIPE.yaml --learning_rate 1e-6``). Parsing uses trl's ``TrlParser``
-(dataclasses + YAML + flags). Every field is documented once, in its ``metadata["help"]``, which
-is also what ``grpo train --help`` prints.
+override it (``grpo train RECIPE.yaml --learning_rate 1e-6``). Every field is documented once, in its
+``metadata["help"]``, which is also what ``grpo train --help`` prints.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
-
-import yaml
+from dataclasses import dataclass, fields
 
 from grpo.algo import advantages, loss
+from grpo.config.fields import JsonDict, check_choice, checked_trackers
+from grpo.config.fields import help_field as _help
 from grpo.optim import SCHEDULES
 from grpo.samplers.base import SAMPLERS
 from rewards.extract import GOLD_FORMATS
@@ -25,27 +21,6 @@ from rewards.extract import GOLD_FORMATS
 SCALE_REWARDS = tuple(advantages.SCALES)
 SAMPLER_NAMES = tuple(SAMPLERS)
 PROMPT_TEMPLATES = ("chat", "r1")
-REPORT_TO = ("none", "wandb", "tensorboard")
-
-
-class ConfigError(ValueError):
-    """A bad recipe, flag or setting (the message names the field or file): ``grpo`` prints it as one line and
-    exits with status 2, like argparse's own errors."""
-
-
-class JsonDict(dict):
-    """A dict field that a command-line flag gives as a JSON object: ``--reward_kwargs '{"format": {}}'``."""
-
-    def __init__(self, value: Any = ()):
-        super().__init__(_parse_json("value", value) if isinstance(value, str) else value)
-
-
-def help_field(text: str, **kwargs: Any) -> Any:
-    """A dataclass field whose ``--help`` text (TrlParser / HfArgumentParser) is ``text``."""
-    return field(metadata={"help": text}, **kwargs)
-
-
-_help = help_field
 
 
 @dataclass
@@ -312,11 +287,11 @@ class GRPOArguments:
         self.reward_kwargs = dict(JsonDict(self.reward_kwargs))
         self.report_to = checked_trackers(self.report_to)
         self.loss_settings()  # the loss's own checks (loss_type, clip range, delta, beta, KL, entropy, TIS)
-        _check_choice("scale_rewards", self.scale_rewards, SCALE_REWARDS)
-        _check_choice("lr_scheduler_type", self.lr_scheduler_type, tuple(SCHEDULES))
-        _check_choice("mixed_precision", self.mixed_precision, ("auto", "no", "bf16", "fp16"))
-        _check_choice("sampler", self.sampler, SAMPLER_NAMES)
-        _check_choice("on_collapse", self.on_collapse, ("stop", "rollback"))
+        check_choice("scale_rewards", self.scale_rewards, SCALE_REWARDS)
+        check_choice("lr_scheduler_type", self.lr_scheduler_type, tuple(SCHEDULES))
+        check_choice("mixed_precision", self.mixed_precision, ("auto", "no", "bf16", "fp16"))
+        check_choice("sampler", self.sampler, SAMPLER_NAMES)
+        check_choice("on_collapse", self.on_collapse, ("stop", "rollback"))
         self._check_curriculum_and_guards()
         for name in (
             "max_steps",
@@ -388,175 +363,3 @@ class GRPOArguments:
     def steps_per_rollout(self) -> int:
         """Optimizer steps taken on one rollout: num_iterations x steps_per_generation."""
         return self.num_iterations * self.steps_per_generation
-
-
-@dataclass
-class VLLMArguments:
-    """The vLLM engine of ``sampler: vllm`` (one engine colocated in each training process, see
-    grpo/samplers/vllm.py) and the server of ``sampler: vllm_server`` (``vllm_server_*``: a vLLM server in its own
-    process, started with ``grpo serve``; see grpo/samplers/server.py and docs/vllm.md). Recipes set these keys
-    beside the others; only the vLLM samplers read them."""
-
-    vllm_gpu_memory_utilization: float = _help(
-        "Share of the GPU's memory the colocated vLLM engine may take for weights and KV cache (GPU only).", default=0.3
-    )
-    vllm_kv_cache_gb: float = _help(
-        "vLLM KV cache size in GiB; 0 = from vllm_gpu_memory_utilization on a GPU, 1 GiB on CPU.", default=0.0
-    )
-    vllm_enable_sleep_mode: bool = _help(
-        "Offload vLLM's weights and free its KV cache while training, wake it for generation (GPU only).", default=False
-    )
-    vllm_tensor_parallel_size: int = _help(
-        "Tensor-parallel size of each vLLM engine; > 1 shards it over that many training processes "
-        "(vLLM's external_launcher backend; the process count must be a multiple).",
-        default=1,
-    )
-    vllm_sync_bucket_mb: int = _help(
-        "Weight sync streams the policy to vLLM in buckets of at most this many MiB (under ZeRO-3 each bucket "
-        "is gathered on its own, never the whole model).",
-        default=256,
-    )
-    vllm_dtype: str = _help(
-        "vLLM weight dtype: `auto` (fp32 on CPU, bf16 on GPUs that support it), or a torch "
-        "dtype name such as `float32`.",
-        default="auto",
-    )
-    vllm_max_model_len: int = _help("Longest prompt + completion vLLM serves (0 = the model's own limit).", default=0)
-    vllm_enforce_eager: bool = _help(
-        "Run vLLM without torch.compile and CUDA graphs: starts in seconds instead of about half a minute; "
-        "slower per token on a GPU.",
-        default=False,
-    )
-    vllm_server_host: str = _help("Host of the vLLM server (`grpo serve`; sampler: vllm_server).", default="127.0.0.1")
-    vllm_server_port: int = _help("Port of the vLLM server.", default=8000)
-    vllm_server_startup_timeout: float = _help(
-        "Seconds the trainer waits at start for the server to answer /health (it may still be loading the model).",
-        default=600.0,
-    )
-    vllm_server_connect_timeout: float = _help(
-        "Seconds one TCP connection attempt to the server may take.", default=10.0
-    )
-    vllm_server_request_timeout: float = _help(
-        "Seconds a generation or scoring request may wait for its answer before the run stops with an error.",
-        default=600.0,
-    )
-    vllm_server_sync_timeout: float = _help(
-        "Seconds each step of a weight sync (an HTTP call, the NCCL broadcast) may take before the run stops "
-        "with an error.",
-        default=600.0,
-    )
-    vllm_server_retries: int = _help(
-        "Times a request is sent again after a connection failure (refused, reset), 2 s apart; timeouts are "
-        "not retried.",
-        default=2,
-    )
-    vllm_server_weight_transfer: str = _help(
-        "`files`: weights written as safetensors into vllm_server_sync_dir, reloaded by the server (CPU or GPU, "
-        "same machine or shared filesystem); `nccl`: broadcast from the trainer's rank 0 to the server's GPU "
-        "workers (vLLM's NCCL weight-transfer engine); `auto`: nccl when the trainer has CUDA and the server "
-        "runs a weight-transfer engine, else files.",
-        default="auto",
-    )
-    vllm_server_sync_dir: str = _help(
-        "Folder the trainer writes weights and LoRA adapters into for the server to read (at the same path); "
-        "empty = a new temporary folder (in /dev/shm when present).",
-        default="",
-    )
-    vllm_server_lora_adapter: bool = _help(
-        "With use_peft: each sync sends only the LoRA adapter, which the server loads under a new name (the "
-        "frozen base weights are sent once, at start); false sends merged full weights.",
-        default=True,
-    )
-
-    def __post_init__(self) -> None:
-        if not 0 < self.vllm_gpu_memory_utilization <= 1:
-            raise ValueError(f"vllm_gpu_memory_utilization must be in (0, 1], got {self.vllm_gpu_memory_utilization}")
-        for name in ("vllm_tensor_parallel_size", "vllm_sync_bucket_mb"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("vllm_kv_cache_gb", "vllm_max_model_len"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0 (0 = automatic), got {getattr(self, name)}")
-        _check_choice("vllm_server_weight_transfer", self.vllm_server_weight_transfer, ("auto", "files", "nccl"))
-        if not 0 < self.vllm_server_port < 65536:
-            raise ValueError(f"vllm_server_port must be in 1..65535, got {self.vllm_server_port}")
-        for name in ("startup", "connect", "request", "sync"):
-            if getattr(self, f"vllm_server_{name}_timeout") <= 0:
-                raise ValueError(f"vllm_server_{name}_timeout must be > 0 seconds")
-        if self.vllm_server_retries < 0:
-            raise ValueError(f"vllm_server_retries must be >= 0, got {self.vllm_server_retries}")
-
-
-def checked_trackers(report_to: str | list[str]) -> list[str]:
-    """``report_to`` as a list (a YAML or flag may give one string). Raises ``ValueError`` for an unknown tracker."""
-    trackers = [report_to] if isinstance(report_to, str) else list(report_to)
-    for tracker in trackers:
-        _check_choice("report_to", tracker, REPORT_TO)
-    return trackers
-
-
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-
-
-def _parse_json(name: str, text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{name} must be a JSON object, got {text!r}: {err}") from err
-    if not isinstance(value, dict):
-        raise ValueError(f"{name} must be a JSON object, got {text!r}")
-    return value
-
-
-CONFIG_CLASSES = (ModelArguments, DataArguments, GRPOArguments, VLLMArguments)
-CONFIG_SECTIONS = ("model", "data", "training", "vllm")  # config.yaml: one section per class
-
-
-def parse_config(argv: list[str], classes: tuple[type, ...] = CONFIG_CLASSES) -> tuple[Any, ...]:
-    """Parse ``[RECIPE.yaml] [--config RECIPE.yaml] [--field value ...]`` into the dataclasses ``classes``
-    (default: model, data, GRPO and vLLM arguments; ``grpo sft``, ``grpo sample`` and ``grpo cold_start`` pass
-    their own).
-
-    The recipe's values replace the defaults and flags replace the recipe's. Raises :class:`ConfigError` (a
-    missing or unreadable recipe, an unknown key, a value the dataclass checks refuse) or exits with argparse's
-    message on unknown flags and unparsable values.
-    """
-    from trl import TrlParser
-
-    argv = list(argv)
-    if argv and not argv[0].startswith("-"):
-        argv = ["--config", argv[0], *argv[1:]]
-    if "--config" in argv:
-        path = argv[argv.index("--config") + 1]
-        if not os.path.isfile(path):
-            raise ConfigError(f"recipe not found: {path}")
-    try:
-        return tuple(TrlParser(classes).parse_args_and_config(argv))  # type: ignore[return-value]
-    except (ValueError, yaml.YAMLError) as err:
-        raise ConfigError(" ".join(str(err).split())) from err
-
-
-def config_dict(*configs: Any) -> dict[str, dict[str, Any]]:
-    """The resolved configuration as ``{"model": {...}, "data": {...}, "training": {...}, "vllm": {...}}``."""
-    return {name: asdict(cfg) for name, cfg in zip(CONFIG_SECTIONS, configs)}
-
-
-def save_config(path: str, *configs: Any) -> None:
-    """Write the resolved configuration as YAML (atomically: :func:`grpo.io.write_text`)."""
-    from grpo.io import write_text
-
-    write_text(path, yaml.safe_dump(config_dict(*configs), sort_keys=False))
-
-
-def load_config(path: str) -> tuple[ModelArguments, DataArguments, GRPOArguments, VLLMArguments]:
-    """Read a configuration written by :func:`save_config` (a missing ``vllm`` section, as written before it
-    existed, gives its defaults). Raises ``ValueError`` on unknown keys."""
-    with open(path) as f:
-        raw = yaml.safe_load(f)
-    try:
-        raw.setdefault("vllm", {})
-        return tuple(cls(**raw[name]) for cls, name in zip(CONFIG_CLASSES, CONFIG_SECTIONS))  # type: ignore[return-value]
-    except (AttributeError, KeyError, TypeError) as err:
-        raise ValueError(f"{path}: not a grpo configuration ({err})") from err
