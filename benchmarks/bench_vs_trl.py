@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import resource
 import statistics
@@ -179,6 +178,7 @@ def peak_rss_mb() -> float:
 
 
 def run_ours(args, output_dir: str) -> dict:
+    """Our trainer's run, timed per optimizer step and per sampler call."""
     import torch
 
     from grpo.trainer import GRPOTrainer
@@ -223,124 +223,11 @@ def run_ours(args, output_dir: str) -> dict:
     return {"start": start, "step_ends": step_ends, "samples": samples, "phases": phases}
 
 
-def run_trl(args, output_dir: str) -> dict:
-    import torch
-    from datasets import Dataset
-    from transformers import TrainerCallback
-    from trl import GRPOConfig
-    from trl import GRPOTrainer as TRLGRPOTrainer
-
-    from grpo.data import PromptSampler, build_prompt_dataset
-    from grpo.model import load_base_model, load_tokenizer
-    from grpo.scoring import build_reward_funcs
-
-    model_args, data_args, ours = grpo_configs(args, output_dir)
-    tokenizer = load_tokenizer(model_args)
-    prompts = build_prompt_dataset(data_args, tokenizer)
-    # Our prompt order, written out in full: trl reads the data set in order (shuffle_dataset=False), so
-    # both trainers see the same prompts at every step.
-    order = PromptSampler(len(prompts), ours.prompts_per_rollout, ours.seed)
-    rollouts = math.ceil(args.steps / args.num_iterations) + 1
-    rows = [prompts.rows[i] for _ in range(rollouts) for i in order.next_indices()]
-    dataset = Dataset.from_dict({"prompt": [r["prompt"] for r in rows], "solution": [r["solution"] for r in rows]})
-    if tokenizer(rows[0]["prompt"])["input_ids"] != rows[0]["prompt_ids"]:
-        raise RuntimeError("trl would tokenize the prompts differently from grpo")
-
-    config = GRPOConfig(
-        output_dir=output_dir,
-        seed=args.seed,
-        max_steps=args.steps,
-        learning_rate=ours.learning_rate,
-        lr_scheduler_type="constant",
-        warmup_steps=0,
-        weight_decay=0.0,
-        adam_beta1=0.9,
-        adam_beta2=0.99,
-        adam_epsilon=1e-8,
-        max_grad_norm=1.0,
-        use_cpu=True,
-        bf16=False,
-        fp16=False,
-        gradient_checkpointing=False,
-        per_device_train_batch_size=ours.per_device_train_batch_size,
-        gradient_accumulation_steps=ours.gradient_accumulation_steps,
-        steps_per_generation=ours.gradient_accumulation_steps * ours.steps_per_generation,  # trl counts micro-batches
-        num_generations=ours.num_generations,
-        num_iterations=ours.num_iterations,
-        max_completion_length=ours.max_completion_length,
-        temperature=ours.temperature,
-        top_p=ours.top_p,
-        top_k=ours.top_k,
-        beta=ours.beta,
-        epsilon=ours.epsilon_low,
-        epsilon_high=ours.epsilon_high,
-        loss_type="grpo",
-        scale_rewards="group",
-        mask_truncated_completions=False,
-        reward_weights=ours.reward_weights,
-        shuffle_dataset=False,
-        logging_strategy="no",
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        log_completions=False,
-        use_vllm=False,
-    )
-    peft_config = None
-    if args.lora:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(
-            r=model_args.lora_r,
-            lora_alpha=model_args.lora_alpha,
-            lora_dropout=0.0,
-            target_modules="all-linear",
-            task_type="CAUSAL_LM",
-        )
-    reward_funcs = build_reward_funcs(data_args, ours)
-    torch.manual_seed(args.seed)
-    trainer = TRLGRPOTrainer(
-        model=load_base_model(model_args),
-        reward_funcs=reward_funcs,
-        args=config,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-    )
-    step_begins, step_ends, samples = [], [], []
-
-    class StepTimer(TrainerCallback):
-        def on_step_begin(self, *a, **k):
-            step_begins.append(time.perf_counter())
-
-        def on_step_end(self, *a, **k):
-            step_ends.append(time.perf_counter())
-
-    trainer.add_callback(StepTimer())
-    generate_single_turn = trainer._generate_single_turn
-
-    def timed_generate(prompt_ids, *a, **k):
-        start = time.perf_counter()
-        completion_ids, logprobs = generate_single_turn(prompt_ids, *a, **k)
-        samples.append(
-            {
-                "start": start,
-                "end": time.perf_counter(),
-                "completion_tokens": sum(len(c) for c in completion_ids),
-                "prompt_tokens": sum(len(p) for p in prompt_ids),
-            }
-        )
-        return completion_ids, logprobs
-
-    trainer._generate_single_turn = timed_generate
-    start = time.perf_counter()
-    trainer.train()
-    return {"start": start, "step_ends": step_ends, "step_begins": step_begins, "samples": samples}
-
-
 def child_main(args) -> None:
+    """One timed run in this process (``--child ours|trl``), written to ``--child_out`` as JSON."""
     import torch
+
+    from benchmarks.trl_arm import run_trl
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix=f"bench-{args.child}-") as tmp:
@@ -402,12 +289,16 @@ def ratio(a, b):
     return a / b if a is not None and b else None
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
-    if args.child:
-        child_main(args)
-        return {}
-    which = [w.strip() for w in args.which.split(",") if w.strip()]
+SETTINGS = (
+    "size", "model", "lora", "steps", "repeats", "threads", "num_generations", "per_device_train_batch_size",
+    "gradient_accumulation_steps", "max_completion_length", "temperature", "top_p", "top_k", "beta",
+    "num_iterations", "learning_rate", "seed",
+)  # fmt: skip
+
+
+def run_children(args, argv: list[str], which: list[str]) -> dict[str, list[dict]]:
+    """Alternate fresh subprocess runs (``which`` in turn, ``args.repeats`` times); their summaries per trainer.
+    Raises ``SystemExit`` when a run fails."""
     env = {
         **os.environ,
         "OMP_NUM_THREADS": str(args.threads),
@@ -416,13 +307,12 @@ def main(argv=None) -> dict:
         "WANDB_MODE": "disabled",
         "PYTHONPATH": ROOT,
     }
-    forwarded = [a for a in (argv if argv is not None else sys.argv[1:])]
     runs: dict[str, list[dict]] = {w: [] for w in which}
     with tempfile.TemporaryDirectory(prefix="bench-vs-trl-") as tmp:
         for repeat in range(args.repeats):
             for impl in which:
                 out = os.path.join(tmp, f"{impl}-{repeat}.json")
-                cmd = [sys.executable, os.path.abspath(__file__), *forwarded, "--child", impl, "--child_out", out]
+                cmd = [sys.executable, os.path.abspath(__file__), *argv, "--child", impl, "--child_out", out]
                 start = time.perf_counter()
                 proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
                 if proc.returncode != 0:
@@ -438,30 +328,39 @@ def main(argv=None) -> dict:
                     file=sys.stderr,
                     flush=True,
                 )
-    summary = {impl: aggregate(r) for impl, r in runs.items()}
-    settings = {
-        k: getattr(args, k)
-        for k in (
-            "size",
-            "model",
-            "lora",
-            "steps",
-            "repeats",
-            "threads",
-            "num_generations",
-            "per_device_train_batch_size",
-            "gradient_accumulation_steps",
-            "max_completion_length",
-            "temperature",
-            "top_p",
-            "top_k",
-            "beta",
-            "num_iterations",
-            "learning_rate",
-            "seed",
+    return runs
+
+
+def print_table(result: dict, summary: dict) -> None:
+    """The side-by-side table on stderr."""
+    print(
+        f"{'':6} {'median s/step':>14} {'mean s/step':>12} {'sample tok/s':>13} {'train tok/s':>12} "
+        f"{'peak RSS MB':>12}",
+        file=sys.stderr,
+    )
+    for impl in ("ours", "trl"):
+        s = summary[impl]
+        print(
+            f"{impl:6} {s['median_step_s']:14.3f} {s['mean_step_s']:12.3f} {s['sample_tokens_per_s'] or 0:13.1f} "
+            f"{s['train_tokens_per_s'] or 0:12.1f} {s['peak_rss_mb']:12.0f}",
+            file=sys.stderr,
         )
-    }
-    result = {"settings": settings, **summary, "runs": runs}
+    print(
+        f"ours/trl: step time {result['step_time_ratio']:.3f}, peak RSS {result['peak_rss_ratio']:.3f}",
+        file=sys.stderr,
+    )
+
+
+def main(argv=None) -> dict:
+    """Run the benchmark (or, with ``--child``, one of its runs); prints and returns the summary."""
+    args = parse_args(argv)
+    if args.child:
+        child_main(args)
+        return {}
+    which = [w.strip() for w in args.which.split(",") if w.strip()]
+    runs = run_children(args, list(argv if argv is not None else sys.argv[1:]), which)
+    summary = {impl: aggregate(r) for impl, r in runs.items()}
+    result = {"settings": {k: getattr(args, k) for k in SETTINGS}, **summary, "runs": runs}
     if "ours" in summary and "trl" in summary:
         ours, trl = summary["ours"], summary["trl"]
         result.update(
@@ -474,22 +373,7 @@ def main(argv=None) -> dict:
                 "train_tokens_per_s_ratio": ratio(ours["train_tokens_per_s"], trl["train_tokens_per_s"]),
             }
         )
-        print(
-            f"{'':6} {'median s/step':>14} {'mean s/step':>12} {'sample tok/s':>13} {'train tok/s':>12} "
-            f"{'peak RSS MB':>12}",
-            file=sys.stderr,
-        )
-        for impl in ("ours", "trl"):
-            s = summary[impl]
-            print(
-                f"{impl:6} {s['median_step_s']:14.3f} {s['mean_step_s']:12.3f} {s['sample_tokens_per_s'] or 0:13.1f} "
-                f"{s['train_tokens_per_s'] or 0:12.1f} {s['peak_rss_mb']:12.0f}",
-                file=sys.stderr,
-            )
-        print(
-            f"ours/trl: step time {result['step_time_ratio']:.3f}, peak RSS {result['peak_rss_ratio']:.3f}",
-            file=sys.stderr,
-        )
+        print_table(result, summary)
     print(json.dumps(result), flush=True)
     return result
 

@@ -148,6 +148,14 @@ def render_prompt(
     return text + (THINK_PREFILL if think_prefill else "")
 
 
+def recipe_prompt(problem: str, tokenizer: PreTrainedTokenizerBase, args: DataArguments) -> str:
+    """:func:`render_prompt` with the recipe's template, system prompt, instruction and think pre-fill (the one
+    place training, evaluation and SFT data turn a problem into the prompt text)."""
+    return render_prompt(
+        problem, tokenizer, args.prompt_template, args.system_prompt, args.instruction, args.think_prefill
+    )
+
+
 def build_prompt_dataset(args: DataArguments, tokenizer: PreTrainedTokenizerBase) -> PromptDataset:
     """Load, extract gold answers, render and tokenise prompts; drop (and count) prompts over ``max_prompt_length``.
 
@@ -169,9 +177,7 @@ def build_prompt_dataset(args: DataArguments, tokenizer: PreTrainedTokenizerBase
                 f"{source}, row {i}: cannot read the gold answer from column {answer_col!r}: {err}"
             ) from err
         problem = str(row[prompt_col])
-        prompt = render_prompt(
-            problem, tokenizer, args.prompt_template, args.system_prompt, args.instruction, args.think_prefill
-        )
+        prompt = recipe_prompt(problem, tokenizer, args)
         ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         if len(ids) > args.max_prompt_length:
             dropped += 1

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from grpo.config import DataArguments
-from grpo.data import load_rows, render_prompt
+from grpo.data import load_rows, recipe_prompt
 from grpo.io import read_jsonl
 from rewards.extract import extract_gold
 
@@ -181,14 +181,7 @@ def benchmark_rows(
         except ValueError as err:
             raise ValueError(f"{benchmark.name}, row {index}: cannot read the gold answer: {err}") from err
         problem = str(row[field])
-        prompt = render_prompt(
-            problem,
-            tokenizer,
-            data_args.prompt_template,
-            data_args.system_prompt,
-            data_args.instruction,
-            data_args.think_prefill,
-        )
+        prompt = recipe_prompt(problem, tokenizer, data_args)
         extra = {k: v for k, v in row.items() if k not in LONG_FIELDS and isinstance(v, (str, int, float, bool))}
         rows.append(
             {

@@ -7,7 +7,7 @@ loading as ``grpo train``), ``DataArguments`` (``dataset_name`` is the SFT JSONL
 :class:`SFTArguments`. Rows may be
 
 * ``{problem, completion}`` (``grpo cold_start`` and ``grpo sample`` output; also ``question``): the prompt is
-  rendered from the problem with :func:`grpo.data.render_prompt`, so RL starts where SFT ended, and a
+  rendered from the problem with :func:`grpo.data.recipe_prompt`, so RL starts where SFT ended, and a
   teacher's traces are re-rendered with the student's template (distillation);
 * ``{prompt, completion}`` with a rendered prompt string, used as is;
 * ``{messages: [...]}`` (chat format): the last assistant message is the completion, the messages before it
@@ -27,7 +27,7 @@ from typing import Any
 
 from grpo.config import DataArguments, JsonDict, ModelArguments, checked_trackers, parse_config
 from grpo.config import help_field as _help
-from grpo.data import PROMPT_COLUMNS, THINK_PREFILL, load_rows, render_prompt
+from grpo.data import PROMPT_COLUMNS, THINK_PREFILL, load_rows, recipe_prompt
 from grpo.export import save_standalone
 
 
@@ -90,14 +90,7 @@ def sft_example(row: dict[str, Any], where: str, tokenizer, data_args: DataArgum
         raise ValueError(f"{where}: no 'completion' string and no 'messages' list; columns are {sorted(row)}")
     problem = next((row[c] for c in ("problem", "question") if isinstance(row.get(c), str)), None)
     if problem is not None:
-        prompt = render_prompt(
-            problem,
-            tokenizer,
-            data_args.prompt_template,
-            data_args.system_prompt,
-            data_args.instruction,
-            data_args.think_prefill,
-        )
+        prompt = recipe_prompt(problem, tokenizer, data_args)
     elif isinstance(row.get("prompt"), str):
         prompt = row["prompt"]
     else:
