@@ -88,3 +88,26 @@ def rollout_metrics(
         }
     )
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
+
+
+def logged_completions(result, num_generations: int, limit: int, reward_names: list[str]) -> list[dict]:
+    """The first ``limit`` completions of a step (``result``: a :class:`grpo.types.StepResult`), with their
+    prompt, gold solution, reward, advantage and each reward's value (None for NaN), for completions.jsonl."""
+    rows, rollout, per_func = result.scored.rows, result.scored.rollout, result.scored.per_func
+    g, n = num_generations, min(limit, len(rollout))
+    return [
+        {
+            "prompt": rows[i // g]["prompt"],
+            "completion": rollout.completions[i],
+            "solution": rows[i // g]["solution"],
+            "reward": _num(result.scored.rewards[i]),
+            "advantage": _num(result.advantages[i]),
+            **{f"rewards/{name}": _num(per_func[i, j]) for j, name in enumerate(reward_names)},
+        }
+        for i in range(n)
+    ]
+
+
+def _num(x: Tensor) -> float | None:
+    value = float(x)
+    return None if value != value else value
