@@ -200,8 +200,11 @@ class AsyncRollouts:
         ``v0`` = :attr:`version`: the rollouts ``v0 .. v0 + s - 1`` (capped at the run's last), waited for."""
         v0 = self.version
         kept = range(v0, min(v0 + self.staleness, self.total))
-        if self.thread is None:  # nothing sampled yet in this process (saved right after a resume)
-            return self.trainer.prompts.state_dict(), {}
+        if self.thread is None:  # nothing sampled in this process: what it was resumed with, if anything
+            if self.state is None:
+                return self.trainer.prompts.state_dict(), {}
+            queue = [(i.index, i.version, i.scored) for _, i in sorted(self.ready.items())]
+            return dict(self.state["prompts"]), {STATE_FILE: {"queue": queue, "state": self.state}}
         with self.cond:
             self.cond.wait_for(lambda: all(k in self.ready for k in kept) or self.error is not None)
             self._raise_if_failed()

@@ -95,6 +95,9 @@ def test_async_resume_equals_the_uninterrupted_run(tmp_path):
     assert (tmp_path / "part" / "checkpoint-2" / "async_rollouts.pt").is_file()
     resumed = make_trainer(tmp_path / "part", *flags, "--resume_from_checkpoint", "latest")
     assert resumed.global_step == 2 and sorted(resumed.rollouts.ready) == [2]  # the queue survived
+    resumed.save_checkpoint()  # saved again before sampling anything: the queue is still kept
+    saved = torch.load(tmp_path / "part" / "checkpoint-2" / "async_rollouts.pt", weights_only=False)
+    assert [index for index, _, _ in saved["queue"]] == [2]
     resumed.train()
     a, b = read_metrics(tmp_path / "full"), read_metrics(tmp_path / "part")
     assert [r["step"] for r in b] == [1, 2, 3, 4]
