@@ -148,11 +148,14 @@ def save_training_checkpoint(
     state: dict[str, Any],
     output_dir: str,
     keep: int | None,
+    extra: dict[str, Any] | None = None,
 ) -> str:
     """Write ``checkpoint-<state['global_step']>``; every process must call it (module docstring: layout).
 
     ``policy``/``optimizer`` are the prepared objects (a DeepSpeed engine and its optimizer under
-    DeepSpeed); ``configs`` the run's config dataclasses (:data:`grpo.config.CONFIG_CLASSES`). Returns the checkpoint's path.
+    DeepSpeed); ``configs`` the run's config dataclasses (:data:`grpo.config.CONFIG_CLASSES`); ``extra``: more
+    files, ``{name: object}`` written with ``torch.save`` by the main process (the asynchronous rollouts' queue,
+    grpo/async_rollouts.py). Returns the checkpoint's path.
     """
     from accelerate.utils import broadcast_object_list
 
@@ -178,6 +181,8 @@ def save_training_checkpoint(
                 torch.save(optimizer.state_dict(), os.path.join(tmp, "optimizer.pt"))
             torch.save(scheduler.state_dict(), os.path.join(tmp, "scheduler.pt"))
             save_config(os.path.join(tmp, "config.yaml"), *configs)
+            for name, value in (extra or {}).items():
+                torch.save(value, os.path.join(tmp, name))
             write_trainer_state(tmp, state)
     except BaseException:
         if main:

@@ -140,3 +140,19 @@ def combine_rewards(per_func: Tensor, weights: Tensor) -> Tensor:
     valid = ~per_func.isnan()  # [N, F]
     total = torch.where(valid, per_func * weights, 0.0).sum(dim=1)  # [N]
     return torch.where(valid.any(dim=1), total, math.nan)
+
+
+def score_rollout(
+    rows: list[dict],
+    rollout: Rollout,
+    num_generations: int,
+    reward_funcs: list[RewardFunc],
+    weights: Tensor,
+    stats: dict[str, float] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Rewards of a rollout of ``num_generations`` completions per row of ``rows``: per function ``[N, F]`` (NaN =
+    unverifiable, :func:`score_completions`, which adds its timings to ``stats``) and their weighted sum ``[N]``
+    (:func:`combine_rewards`). Raises ``ValueError`` like :func:`score_completions`."""
+    columns = rollout_reward_columns(rows, rollout, num_generations)
+    per_func = score_completions(reward_funcs, rollout.completions, columns, stats)  # [N, F]
+    return per_func, combine_rewards(per_func, weights)  # [N, F], [N]

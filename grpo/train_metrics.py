@@ -10,7 +10,6 @@ from torch import Tensor
 
 from grpo.algo.advantages import informative_groups
 from grpo.eval.metrics import length_stats
-from grpo.types import StepResult
 
 # Words that mark a model re-examining its work: DeepSeek-R1-Zero's "aha moment" (DeepSeek-AI 2025, sec. 2.2.4).
 REFLECTION_PATTERN = re.compile(
@@ -91,10 +90,11 @@ def rollout_metrics(
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
 
 
-def logged_completions(result: StepResult, reward_names: list[str], g: int, n: int) -> list[dict]:
-    """The first ``n`` completions of this process's rollout (``g`` per prompt) with prompt, gold, reward, advantage
-    and each reward function's value (NaN, a reward's "no opinion", written as null): rows of completions.jsonl."""
+def logged_completions(result, num_generations: int, limit: int, reward_names: list[str]) -> list[dict]:
+    """The first ``limit`` completions of a step (``result``: a :class:`grpo.types.StepResult`), with their
+    prompt, gold solution, reward, advantage and each reward's value (None for NaN), for completions.jsonl."""
     rows, rollout, per_func = result.scored.rows, result.scored.rollout, result.scored.per_func
+    g, n = num_generations, min(limit, len(rollout))
     return [
         {
             "prompt": rows[i // g]["prompt"],
@@ -104,7 +104,7 @@ def logged_completions(result: StepResult, reward_names: list[str], g: int, n: i
             "advantage": _num(result.advantages[i]),
             **{f"rewards/{name}": _num(per_func[i, j]) for j, name in enumerate(reward_names)},
         }
-        for i in range(min(n, len(rollout)))
+        for i in range(n)
     ]
 
 

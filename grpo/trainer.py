@@ -3,7 +3,8 @@
 One rollout, read top to bottom in :meth:`GRPOTrainer.train`:
 sample prompts -> rollout (G completions each) -> rewards -> group-relative advantages ->
 old and reference log-probs -> num_iterations x steps_per_generation optimizer steps -> sync the
-sampler -> log -> checkpoint.
+sampler -> log -> checkpoint. With ``async_rollouts`` the rollout comes from a producer thread that samples ahead
+with bounded staleness (:mod:`grpo.async_rollouts`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from accelerate.utils import gather_object, set_seed
 from grpo import checkpoint as ckpt
 from grpo.algo.advantages import group_advantages
 from grpo.algo.loss import GlobalCounts, policy_loss
+from grpo.async_rollouts import AsyncRollouts
 from grpo.config import ConfigError, DataArguments, GRPOArguments, ModelArguments, VLLMArguments
 from grpo.curriculum import build_prompt_sampler
 from grpo.data import build_prompt_dataset, warn_if_think_prefilled
@@ -31,13 +33,7 @@ from grpo.model import load_policy, load_reference, load_tokenizer, resolve_mixe
 from grpo.optim import build_optimizer, build_scheduler
 from grpo.run_logger import open_run_logger, tracker_names
 from grpo.samplers import build_run_sampler
-from grpo.scoring import (
-    build_reward_funcs,
-    combine_rewards,
-    reward_name,
-    rollout_reward_columns,
-    score_completions,
-)
+from grpo.scoring import build_reward_funcs, reward_name, score_rollout
 from grpo.train_metrics import logged_completions, rollout_metrics
 from grpo.types import Rollout, ScoredRollout, StepResult, TrainBatch, stack_or_none
 
@@ -79,6 +75,7 @@ class GRPOTrainer:
         self.timings: dict[str, float] = {}  # seconds per phase of the current step
         self.sync_time = 0.0  # seconds the last weight sync took
         self.evaluator = HeldoutEvaluator(args, data_args, self.tokenizer, self.reward_funcs)  # every eval_steps
+        self.rollouts = AsyncRollouts(self) if args.async_rollouts else None  # a producer thread, bounded staleness
         if resume:
             self.load_checkpoint(resume)
             self.sync_sampler()  # a sampler holding its own copy of the weights gets the restored ones
@@ -112,7 +109,7 @@ class GRPOTrainer:
             while self.global_step < self.args.max_steps:
                 self.timings.clear()
                 start = time.perf_counter()
-                scored = self.sample_and_score()  # prompts -> G completions -> rewards
+                scored = self.rollouts.next() if self.rollouts else self.sample_and_score()  # G completions, rewards
                 advantages = self.compute_advantages(scored.rewards)  # group-relative advantages
                 batch = self.make_batch(scored.rollout, advantages)  # old and reference log-probs
                 update = self.update(batch)  # mu x steps_per_generation steps
@@ -126,6 +123,8 @@ class GRPOTrainer:
             if not self.guard.checkpoint_due(self.global_step):  # the final state, unless just saved
                 self.save_checkpoint()
         finally:
+            if self.rollouts:
+                self.rollouts.close()
             self.logger.close()
 
     # --- one named call per arrow ---------------------------------------------------------------
@@ -164,10 +163,9 @@ class GRPOTrainer:
     def score(self, rows: list[dict], rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor]:
         """Rewards per function ``[N, F]`` (NaN = unverifiable) and their weighted sum ``[N]``."""
         with self.timer("rewards"):
-            columns = rollout_reward_columns(rows, rollout, self.args.num_generations)
             funcs = self.guard.screen(self.reward_funcs)  # non-finite values: counted, unverifiable
-            per_func = score_completions(funcs, rollout.completions, columns, self.reward_stats)  # [N, F]
-            return per_func, combine_rewards(per_func, self.reward_weights)  # [N, F], [N]
+            g, weights = self.args.num_generations, self.reward_weights
+            return score_rollout(rows, rollout, g, funcs, weights, self.reward_stats)  # [N, F], [N]
 
     def compute_advantages(self, rewards: torch.Tensor) -> torch.Tensor:
         """``[N]`` advantages. Each process holds whole groups, so group statistics are local; with
@@ -214,8 +212,15 @@ class GRPOTrainer:
         return stats
 
     def sync_sampler(self) -> None:
+        """New weights to the sampler (async: published to the producer as the next policy version)."""
         with self.timer("sync"):
-            self.sync_time = self.sampler.sync_weights(self.unwrapped_policy)  # seconds, as the sampler counts
+            self.sync_time = self.syncer.sync_weights(self.unwrapped_policy)  # seconds, as the sampler counts
+
+    @property
+    def syncer(self):
+        """What takes new weights: the sampler, or with ``async_rollouts`` the producer (which also has
+        ``last_sync_bytes``)."""
+        return self.rollouts or self.sampler
 
     # --- the optimizer step ---------------------------------------------------------------------
 
@@ -353,7 +358,7 @@ class GRPOTrainer:
                 / max(self.timings.get("sample", 0.0) * acc.num_processes, 1e-9),
                 "step_time_s": result.step_time,
                 "sync_time_s": self.sync_time,
-                "sync_bytes": self.sampler.last_sync_bytes,
+                "sync_bytes": self.syncer.last_sync_bytes,
                 "num_prompts_dropped": self.dataset.num_dropped,
                 **result.scored.sampling_stats,
                 **self.prompts.metrics(),
@@ -364,18 +369,15 @@ class GRPOTrainer:
             }
         )
         if self.global_step % self.args.logging_steps == 0:
-            self.logger.log(
-                self.global_step,
-                record,
-                lengths.tolist(),
-                logged_completions(result, self.reward_names, g, self.args.num_completions_to_log),
-            )
+            completions = logged_completions(result, g, self.args.num_completions_to_log, self.reward_names)
+            self.logger.log(self.global_step, record, lengths.tolist(), completions)
             self.reward_stats.clear()
         return record
 
     def save_checkpoint(self) -> str:
         """Write ``checkpoint-<global_step>`` atomically (every process takes part); returns its path."""
-        state = {"global_step": self.global_step, **self.prompts.state_dict()}
+        prompts, extra = self.rollouts.checkpoint_state() if self.rollouts else (self.prompts.state_dict(), {})
+        state = {"global_step": self.global_step, **prompts}
         path = ckpt.save_training_checkpoint(
             self.accelerator,
             self.policy,
@@ -386,6 +388,7 @@ class GRPOTrainer:
             state,
             self.args.output_dir,
             self.args.save_total_limit,
+            extra,
         )
         self.guard.saved(path)
         return path
@@ -395,6 +398,8 @@ class GRPOTrainer:
         state = ckpt.load_training_state(self.accelerator, self.policy, self.optimizer, self.scheduler, folder)
         self.global_step = state["global_step"]
         self.prompts.load_state_dict(state)
+        if self.rollouts:  # the queued rollouts and the producer's state
+            self.rollouts.load(folder)
         self.guard.last_good = folder
 
     def watch_for_collapse(self, record: dict) -> bool:

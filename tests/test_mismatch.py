@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from grpo.algo.loss import LossSettings, policy_loss
-from grpo.algo.mismatch import mismatch_sums, tis_weights
+from grpo.algo.mismatch import mismatch_sums, ratio_keep_mask, tis_weights
 
 
 def _case(seed=0, n=5, t=7):
@@ -113,3 +113,73 @@ def test_on_policy_mismatch_is_against_the_trainers_own_logprobs():
     )
     torch.testing.assert_close(same, plain)
     assert m["mismatch/logprob_abs_diff"] == 0.0 and m["tis/weight_mean"] == pytest.approx(1.0)
+
+
+def _ratios(rows):
+    """``(trainer, sampler, mask)`` whose ratios pi_trainer / pi_sampler are ``rows`` (None = padding)."""
+    width = max(len(r) for r in rows)
+    ratio = torch.tensor(
+        [[1.0 if v is None else v for v in r] + [1.0] * (width - len(r)) for r in rows], dtype=torch.float64
+    )
+    mask = torch.tensor([[v is not None for v in r] + [False] * (width - len(r)) for r in rows])
+    sampler = torch.zeros_like(ratio)  # log-probs 0: the trainer's log-probs are the log ratios exactly
+    return sampler + ratio.log(), sampler, mask
+
+
+# Hand-computed, band [0.5, 2]: row 0 tokens 0.4 (out), 1.5, 3.0 (out); product 1.8, geometric mean 1.8^(1/3) = 1.22.
+# Row 1: 1.5, 1.5 and padding: product 2.25 (out), geometric 1.5. Row 2: 0.3 three times: everything out.
+ROWS = [[0.4, 1.5, 3.0], [1.5, 1.5, None], [0.3, 0.3, 0.3]]
+KEPT = {
+    "none": [[1, 1, 1], [1, 1, 0], [1, 1, 1]],
+    "token": [[0, 1, 0], [1, 1, 0], [0, 0, 0]],
+    "sequence": [[1, 1, 1], [0, 0, 0], [0, 0, 0]],
+    "geometric": [[1, 1, 1], [1, 1, 0], [0, 0, 0]],
+}
+
+
+@pytest.mark.parametrize("mode", sorted(KEPT))
+def test_ratio_masking_keeps_what_the_hand_computed_band_keeps(mode):
+    trainer, sampler, mask = _ratios(ROWS)
+    kept = ratio_keep_mask(trainer, sampler, mask, mode, 0.5, 2.0)
+    assert kept.tolist() == [[bool(v) for v in row] for row in KEPT[mode]]
+
+
+def test_ratio_masking_band_edges_are_kept_and_bad_settings_raise():
+    trainer, sampler, mask = _ratios([[0.5, 2.0, 1.0]])
+    assert ratio_keep_mask(trainer, sampler, mask, "token", 0.5, 2.0).all()  # closed band
+    with pytest.raises(ValueError, match="is_mask"):
+        ratio_keep_mask(trainer, sampler, mask, "tokens", 0.5, 2.0)
+    with pytest.raises(ValueError, match="is_mask_low <= 1 <= is_mask_high"):
+        ratio_keep_mask(trainer, sampler, mask, "token", 1.5, 2.0)
+    for bad in (dict(is_mask="seq"), dict(is_mask_low=0.0), dict(is_mask_low=1.5), dict(is_mask_high=0.9)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            LossSettings(**bad)
+
+
+@pytest.mark.parametrize("loss_type, expected", [("grpo", -2.0 / 3.0), ("dapo", -4.0 / 6.0)])
+def test_policy_loss_masks_the_policy_gradient_of_tokens_outside_the_band(loss_type, expected):
+    """On-policy (ratio 1): each kept token contributes -A. Kept: row 0 tokens 0 and 2, row 1 token 2 (hand-set
+    sampler log-probs); A = [1, 2]. grpo: (-1 * 2/3 - 2 * 1/3) / 2 = -2/3; dapo: (-1 * 2 - 2 * 1) / 6 = -4/6."""
+    trainer, sampler, mask = _ratios([[1.0, 3.0, 1.0], [0.1, 2.5, 1.2]])
+    logp = trainer.clone().requires_grad_(True)
+    settings = LossSettings(loss_type=loss_type, is_mask="token")
+    loss, metrics = policy_loss(
+        logp, None, torch.tensor([1.0, 2.0], dtype=torch.float64), mask, settings, sampler_logprobs=sampler
+    )
+    assert float(loss.detach()) == pytest.approx(expected, abs=1e-12)
+    assert metrics["is_mask/masked_frac"] == pytest.approx(0.5)
+    loss.backward()
+    assert (logp.grad != 0).tolist() == [[True, False, True], [False, False, True]]  # masked tokens: no gradient
+    with pytest.raises(ValueError, match="is_mask='token' needs sampler_logprobs"):
+        policy_loss(trainer, None, torch.ones(2, dtype=torch.float64), mask, settings)
+
+
+def test_ratio_masking_leaves_the_kl_term_alone():
+    trainer, sampler, mask = _ratios([[1.0, 3.0, 1.0], [0.1, 2.5, 1.2]])
+    ref = trainer - 0.3
+    adv = torch.zeros(2, dtype=torch.float64)  # no policy-gradient term: only the KL remains
+    plain, _ = policy_loss(trainer, None, adv, mask, LossSettings(beta=0.1), ref_logprobs=ref, sampler_logprobs=sampler)
+    masked, _ = policy_loss(
+        trainer, None, adv, mask, LossSettings(beta=0.1, is_mask="sequence"), ref_logprobs=ref, sampler_logprobs=sampler
+    )
+    assert float(masked) == pytest.approx(float(plain), abs=1e-15) and float(plain) > 0

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from grpo.algo.mismatch import TIS_LEVELS, mismatch_sums, tis_weights
+from grpo.algo.mismatch import IS_MASK_MODES, TIS_LEVELS, mismatch_sums, ratio_keep_mask, tis_weights
 
 __all__ = [
     "KL_ESTIMATORS",
@@ -210,8 +210,9 @@ class LossSettings:
     (clip range), ``delta`` (dual clip, > 1, or None), ``beta`` >= 0 (KL coefficient), ``kl_estimator`` (a
     :data:`KL_ESTIMATORS` name), ``max_completion_length`` (tokens, > 0; the constant normaliser of ``dr_grpo``,
     which requires it), ``entropy_coef`` (entropy bonus), ``top_entropy_quantile`` rho in [0, 1] (1 = every
-    token), ``tis_cap`` >= 0 (0 = no truncated importance sampling) and ``tis_level`` (``token`` or
-    ``sequence``). See :func:`policy_loss` for what each does.
+    token), ``tis_cap`` >= 0 (0 = no truncated importance sampling), ``tis_level`` (``token`` or
+    ``sequence``), ``is_mask`` (a :data:`~grpo.algo.mismatch.IS_MASK_MODES` name) and its band ``is_mask_low``
+    <= 1 <= ``is_mask_high``. See :func:`policy_loss` for what each does.
 
     Raises:
         ValueError: naming the first field outside its range.
@@ -228,6 +229,9 @@ class LossSettings:
     top_entropy_quantile: float = 1.0
     tis_cap: float = 0.0
     tis_level: str = "token"
+    is_mask: str = "none"
+    is_mask_low: float = 0.5
+    is_mask_high: float = 2.0
 
     def __post_init__(self) -> None:
         rules = [
@@ -246,6 +250,9 @@ class LossSettings:
             ("top_entropy_quantile", 0.0 <= self.top_entropy_quantile <= 1.0, "in [0, 1]"),
             ("tis_cap", self.tis_cap >= 0.0, ">= 0 (0 = off)"),
             ("tis_level", self.tis_level in TIS_LEVELS, f"one of {TIS_LEVELS}"),
+            ("is_mask", self.is_mask in IS_MASK_MODES, f"one of {IS_MASK_MODES}"),
+            ("is_mask_low", 0.0 < self.is_mask_low <= 1.0, "in (0, 1]"),
+            ("is_mask_high", self.is_mask_high >= 1.0, ">= 1"),
         ]
         for name, ok, rule in rules:
             if not ok:
@@ -279,8 +286,8 @@ def _check(
         raise ValueError(f"beta={settings.beta} > 0 needs ref_logprobs")
     if others["entropies"] is None and (settings.entropy_coef != 0.0 or settings.top_entropy_quantile < 1.0):
         raise ValueError("entropy_coef != 0 or top_entropy_quantile < 1 requires entropies")
-    if settings.tis_cap > 0 and others["sampler_logprobs"] is None:
-        raise ValueError(f"tis_cap={settings.tis_cap} > 0 needs sampler_logprobs")
+    if (settings.tis_cap > 0 or settings.is_mask != "none") and others["sampler_logprobs"] is None:
+        raise ValueError(f"tis_cap={settings.tis_cap} > 0 or is_mask={settings.is_mask!r} needs sampler_logprobs")
     if counts is not None and not isinstance(counts.num_sequences, Tensor) and not counts.num_sequences > 0:
         raise ValueError(f"num_sequences must be > 0, got {counts.num_sequences}")
     if counts is not None and not isinstance(counts.num_tokens, Tensor) and counts.num_tokens < 0:
@@ -330,8 +337,12 @@ def policy_loss(
     ``sampler_logprobs`` (the sampler's own log-probs of the tokens) adds the sampler-trainer mismatch metrics
     (``grpo.algo.mismatch.mismatch_sums``, against ``old`` = pi_old of the trainer); ``tis_cap`` C > 0 multiplies the
     policy-gradient term of each token by the truncated importance weight ``min(pi_old / pi_sampler, C)``
-    (per token or per sequence, ``tis_level``; Yao et al. 2025, ``grpo.algo.mismatch.tis_weights``). The KL and
-    entropy terms are not weighted.
+    (per token or per sequence, ``tis_level``; Yao et al. 2025, ``grpo.algo.mismatch.tis_weights``); ``is_mask``
+    (``token``, ``sequence``, ``geometric``) zeroes the policy-gradient term of the tokens, or whole sequences,
+    whose ratio ``pi_old / pi_sampler`` leaves ``[is_mask_low, is_mask_high]`` (trl's
+    ``vllm_importance_sampling_mode`` ``*_mask``, verl's rollout rejection sampling;
+    ``grpo.algo.mismatch.ratio_keep_mask``); both apply together when both are set. The KL and entropy terms are
+    neither weighted nor masked.
 
     Args:
         logprobs: ``[N, T]`` log pi_theta of the completion tokens (with grad).
@@ -344,11 +355,12 @@ def policy_loss(
         ``(loss [], metrics)``; metrics are floats, masked token means over this call: ``kl`` (0.0 without ref),
         ``clip_frac/low`` (A < 0, r < 1 - epsilon_low), ``clip_frac/high`` (A > 0, r > 1 + epsilon_high),
         ``ratio/mean``, and ``entropy`` when ``entropies`` is given; with ``sampler_logprobs``:
-        ``mismatch/logprob_abs_diff``, ``mismatch/kl``; with TIS: ``tis/weight_mean``, ``tis/capped_frac``.
+        ``mismatch/logprob_abs_diff``, ``mismatch/kl``; with TIS: ``tis/weight_mean``, ``tis/capped_frac``; with
+        ``is_mask``: ``is_mask/masked_frac`` (share of tokens whose policy-gradient term was masked).
 
     Raises:
         ValueError: shape mismatch; beta > 0 without ref_logprobs; entropy options without entropies; tis_cap > 0
-            without sampler_logprobs; num_sequences <= 0 or num_tokens < 0 (0 is allowed: all masked, loss 0).
+            or is_mask without sampler_logprobs; num_sequences <= 0 or num_tokens < 0 (0 is allowed: all masked, loss 0).
             Settings out of range raise when the :class:`LossSettings` is built.
     """
     mask = _check(
@@ -377,6 +389,10 @@ def policy_loss(
             weights = tis_weights(old, sampler_logprobs, mask, st.tis_cap, st.tis_level)  # [N, T] detached
             per_token = per_token * weights  # [N, T]
             extra.update({"tis/weight_mean": weights.sum(), "tis/capped_frac": (mask & (weights >= st.tis_cap)).sum()})
+        if st.is_mask != "none":
+            keep = ratio_keep_mask(old, sampler_logprobs, mask, st.is_mask, st.is_mask_low, st.is_mask_high)  # [N, T]
+            per_token = torch.where(keep, per_token, 0.0)  # [N, T]
+            extra["is_mask/masked_frac"] = (mask & ~keep).sum()
     ent = None if entropies is None else torch.where(mask, entropies, 0.0)  # [N, T]
     if st.top_entropy_quantile < 1.0:
         per_token = torch.where(_high_entropy_tokens(ent, mask, st.top_entropy_quantile), per_token, 0.0)  # [N, T]

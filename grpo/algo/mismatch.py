@@ -5,7 +5,11 @@ tokens with different kernels, batch shapes and sometimes dtypes, so the rollout
 ``pi_sampler`` slightly different from the trainer's ``pi_old`` (the trainer's policy at sampling time):
 training is silently off-policy. Yao et al. 2025, "Your Efficient RL Framework Secretly Brings You Off-Policy
 RL Training", measure this gap and correct it with truncated importance sampling (TIS): the policy-gradient
-term of each token is weighted by ``min(pi_old(y_t) / pi_sampler(y_t), C)``.
+term of each token is weighted by ``min(pi_old(y_t) / pi_sampler(y_t), C)``. The same correction covers rollouts
+sampled by an older policy (asynchronous rollouts, grpo/async_rollouts.py): there ``pi_sampler`` is the stale
+behaviour policy. Masking (:func:`ratio_keep_mask`) drops the tokens or whole sequences whose ratio leaves a
+band instead of down-weighting them: trl's ``vllm_importance_sampling_mode`` (``token_mask``,
+``sequence_mask``) and verl's rollout correction (rejection sampling at token, sequence or geometric-mean level).
 
 Shapes: ``N`` sequences, ``T`` completion tokens; per-token tensors ``[N, T]``, mask ``[N, T]`` bool.
 """
@@ -18,6 +22,7 @@ import torch
 from torch import Tensor
 
 TIS_LEVELS = ("token", "sequence")
+IS_MASK_MODES = ("none", "token", "sequence", "geometric")
 
 
 @torch.no_grad()
@@ -73,6 +78,41 @@ def tis_weights(
     log_cap = math.log(cap)
     weights = torch.where(log_w >= log_cap, cap, torch.exp(log_w.clamp(max=log_cap)))  # [N, T] min(ratio, C), C exact
     return torch.where(mask, weights, 0.0).to(trainer_logprobs.dtype)  # [N, T]
+
+
+@torch.no_grad()
+def ratio_keep_mask(
+    trainer_logprobs: Tensor, sampler_logprobs: Tensor, mask: Tensor, mode: str, low: float, high: float
+) -> Tensor:
+    """``[N, T]`` bool: the tokens whose policy-gradient term is kept by importance-ratio masking.
+
+    With ``x_t = log pi_old(y_t) - log pi_sampler(y_t)`` on the masked tokens, a token (``mode="token"``) or a
+    whole sequence is kept iff its ratio lies in ``[low, high]``: ``token``: ``exp(x_t)``; ``sequence``: the
+    sequence's importance ratio ``exp(sum_t x_t)`` (trl ``vllm_importance_sampling_mode="sequence_mask"``);
+    ``geometric``: its per-token geometric mean ``exp(mean_t x_t)``, which does not grow with length (verl's
+    geometric rollout rejection sampling). ``none`` keeps every masked token. Tested in log space (no overflow).
+
+    Args:
+        trainer_logprobs, sampler_logprobs: ``[N, T]`` log-probs of the sampled tokens (nats).
+        mask: ``[N, T]`` bool, the completion tokens.  mode: one of :data:`IS_MASK_MODES`.
+        low, high: the band, ``0 < low <= 1 <= high``.
+    Raises:
+        ValueError: unknown ``mode``, a band that excludes 1 or is not positive, shapes differ.
+    """
+    _check_shapes(trainer_logprobs, sampler_logprobs, mask)
+    if mode not in IS_MASK_MODES:
+        raise ValueError(f"unknown is_mask {mode!r}; expected one of {IS_MASK_MODES}")
+    if not 0 < low <= 1 <= high:
+        raise ValueError(f"need 0 < is_mask_low <= 1 <= is_mask_high, got {low} and {high}")
+    if mode == "none":
+        return mask.clone()
+    x = torch.where(mask, _wide(trainer_logprobs) - _wide(sampler_logprobs), 0.0)  # [N, T]
+    if mode == "sequence":
+        x = x.sum(dim=-1, keepdim=True)  # [N, 1] log of the sequence ratio
+    elif mode == "geometric":
+        x = x.sum(dim=-1, keepdim=True) / mask.sum(dim=-1, keepdim=True).clamp(min=1)  # [N, 1]
+    inside = (x >= math.log(low)) & (x <= math.log(high))  # [N, T] or [N, 1]
+    return mask & inside  # [N, T]
 
 
 def _wide(x: Tensor) -> Tensor:

@@ -164,6 +164,26 @@ class GRPOArguments:
     tis_level: str = _help(
         "`token`: one TIS weight per token; `sequence`: the product over the completion.", default="token"
     )
+    is_mask: str = _help(
+        "Importance-ratio masking of the policy-gradient term, ratio = pi_trainer_old / pi_sampler: `token` drops "
+        "tokens whose ratio leaves [is_mask_low, is_mask_high], `sequence` whole completions by their product "
+        "ratio, `geometric` by its per-token geometric mean (trl vllm_importance_sampling_mode *_mask, verl "
+        "rollout correction); `none` = off.",
+        default="none",
+    )
+    is_mask_low: float = _help("Lower bound of the is_mask band, in (0, 1].", default=0.5)
+    is_mask_high: float = _help("Upper bound of the is_mask band, >= 1.", default=2.0)
+    # asynchronous rollouts (grpo/async_rollouts.py, docs/async.md)
+    async_rollouts: bool = _help(
+        "Generate the next rollouts on a background thread while the current one trains; each rollout carries "
+        "the policy version that sampled it (see docs/async.md).",
+        default=False,
+    )
+    max_staleness: int = _help(
+        "With async_rollouts: rollout k is sampled by the policy after rollout k - max_staleness was trained "
+        "(0 = the synchronous loop's order and results).",
+        default=1,
+    )
     # rewards
     reward_funcs: list[str] = _help(
         "Reward names from the `rewards` registry, or `module.path:function` for a reward outside the package "
@@ -293,6 +313,7 @@ class GRPOArguments:
         check_choice("sampler", self.sampler, SAMPLER_NAMES)
         check_choice("on_collapse", self.on_collapse, ("stop", "rollback"))
         self._check_curriculum_and_guards()
+        self._check_async()
         for name in (
             "max_steps",
             "num_generations",
@@ -348,6 +369,24 @@ class GRPOArguments:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.on_collapse == "rollback" and not self.save_steps:
             raise ValueError("on_collapse: rollback needs save_steps > 0 (a checkpoint to roll back to)")
+
+    def _check_async(self) -> None:
+        """Combinations ``async_rollouts`` does not support yet are refused here, not left to misbehave."""
+        if self.max_staleness < 0:
+            raise ValueError(f"max_staleness must be >= 0, got {self.max_staleness}")
+        if not self.async_rollouts:
+            return
+        refused = {
+            "curriculum": (self.curriculum, "pass rates would lag the draws by max_staleness rollouts"),
+            "on_collapse": (
+                self.on_collapse == "rollback" and self.collapse_patience > 0,
+                "rollback would rewind the weights under rollouts sampled ahead",
+            ),
+            "sampler": (self.sampler == "vllm", "the colocated engine cannot sample while the trainer syncs it"),
+        }
+        for name, (bad, why) in refused.items():
+            if bad:
+                raise ValueError(f"async_rollouts: {name}={getattr(self, name)!r} is not supported yet: {why}")
 
     @property
     def generation_batch_size(self) -> int:

@@ -49,12 +49,15 @@ class HFSampler(Sampler):
         eos = model.generation_config.eos_token_id if model.generation_config is not None else None
         eos = [eos] if isinstance(eos, int) else list(eos or [])
         self.eos_ids = sorted({*eos, tokenizer.eos_token_id})
+        self.generator: torch.Generator | None = None  # the draws' generator (None: torch's global one)
 
     @torch.no_grad()
     def generate(self, prompt_ids: list[list[int]], num_generations: int) -> Rollout:
         """Each prompt prefilled once, its KV cache shared by its G completions, finished rows dropped
         from the batch (``grpo.samplers.decode.sample_groups``); returns the sampler's log-probs too."""
-        return sample_groups(self.model, prompt_ids, num_generations, self.config, self.tokenizer, self.eos_ids)
+        return sample_groups(
+            self.model, prompt_ids, num_generations, self.config, self.tokenizer, self.eos_ids, generator=self.generator
+        )
 
     def sync_weights(self, model: torch.nn.Module) -> float:
         """Nothing to copy: this sampler generates with the policy module itself."""
