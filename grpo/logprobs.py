@@ -195,3 +195,16 @@ def logprob_function(num_processes: int, gradient_checkpointing: bool, deepspeed
     if num_processes == 1 and not gradient_checkpointing and not deepspeed:
         return completion_logprobs_shared_prompts
     return completion_logprobs
+
+
+def batch_logprobs(logprob_fn, model: torch.nn.Module, batch, chunk_size: int, temperature: float) -> Tensor:
+    """Log-probs ``[N, T]`` of a whole :class:`grpo.types.TrainBatch` under ``model``, ``chunk_size`` sequences
+    per forward pass (each chunk trimmed of all-padding columns, then padded back to ``T``); ``logprob_fn`` is
+    :func:`logprob_function`'s choice."""
+    parts, width = [], batch.completion_ids.shape[1]
+    for chunk in batch.split(chunk_size):
+        lp, _ = logprob_fn(
+            model, chunk.prompt_ids, chunk.prompt_mask, chunk.completion_ids, chunk.completion_mask, temperature
+        )
+        parts.append(torch.nn.functional.pad(lp, (0, width - lp.shape[1])))  # [c, T]
+    return torch.cat(parts)

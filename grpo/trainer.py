@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 from accelerate.utils import gather_object, set_seed
@@ -28,14 +28,14 @@ from grpo.dynamic_sampling import sample_informative
 from grpo.eval.heldout import HeldoutEvaluator
 from grpo.export import load_weights_into
 from grpo.guards import RunGuard, halve_learning_rate
-from grpo.logprobs import logprob_function
+from grpo.logprobs import batch_logprobs, logprob_function
 from grpo.model import load_policy, load_reference, load_tokenizer, resolve_mixed_precision
 from grpo.optim import build_optimizer, build_scheduler
 from grpo.run_logger import open_run_logger, tracker_names
 from grpo.samplers import build_run_sampler
 from grpo.scoring import build_reward_funcs, reward_name, score_rollout
 from grpo.train_metrics import logged_completions, rollout_metrics
-from grpo.types import Rollout, ScoredRollout, StepResult, TrainBatch, stack_or_none
+from grpo.types import Rollout, ScoredRollout, StepResult, TrainBatch
 
 
 class GRPOTrainer:
@@ -292,27 +292,12 @@ class GRPOTrainer:
     @torch.no_grad()
     def _logprobs_over(self, batch: TrainBatch, model) -> torch.Tensor:
         """Log-probs ``[N, T]`` of the whole batch under ``model`` (None = the LoRA policy with its adapter off)."""
-        parts, width = [], batch.completion_ids.shape[1]
-        for chunk in batch.split(self.args.per_device_train_batch_size):  # trimmed: no all-padding columns
-            with self._reference_context(model) as m:
-                lp, _ = self.logprob_fn(
-                    m,
-                    chunk.prompt_ids,
-                    chunk.prompt_mask,
-                    chunk.completion_ids,
-                    chunk.completion_mask,
-                    self.args.temperature,
-                )
-            parts.append(torch.nn.functional.pad(lp, (0, width - lp.shape[1])))  # [c, T]
-        return stack_or_none(parts)
-
-    @contextmanager
-    def _reference_context(self, model):
-        if model is None:  # LoRA: the reference is the base model, i.e. the policy with the adapter disabled
-            with self.unwrapped_policy.disable_adapter():
-                yield self.policy
-        else:
-            yield model
+        off = self.unwrapped_policy.disable_adapter() if model is None else nullcontext()  # LoRA: base = reference
+        with off:
+            model = self.policy if model is None else model
+            return batch_logprobs(
+                self.logprob_fn, model, batch, self.args.per_device_train_batch_size, self.args.temperature
+            )
 
     # --- logging and checkpoints ----------------------------------------------------------------
 

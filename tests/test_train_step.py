@@ -6,6 +6,8 @@ entropies always with autograd, fixed log-probs on untrimmed row slices, old log
 recomputed with a forward pass.
 """
 
+import contextlib
+
 import pytest
 import torch
 
@@ -40,9 +42,10 @@ def plain_logprobs_over(trainer, batch, model):
     parts, size = [], trainer.args.per_device_train_batch_size
     for start in range(0, len(batch), size):
         rows = slice(start, start + size)
-        with trainer._reference_context(model) as m, torch.no_grad():
+        adapter_off = trainer.unwrapped_policy.disable_adapter() if model is None else contextlib.nullcontext()
+        with adapter_off, torch.no_grad():
             lp, _ = completion_logprobs(
-                m,
+                trainer.policy if model is None else model,
                 batch.prompt_ids[rows],
                 batch.prompt_mask[rows],
                 batch.completion_ids[rows],
