@@ -2,7 +2,7 @@
 # Before/after evaluation of the CPU demo (recipes/smollm2/lora_arithmetic.yaml), the table in docs/results.md:
 #   - greedy accuracy on 300 held-out problems of the training task (a fresh draw, dataset_seed 1234, without any
 #     problem the run drew), with the paired difference and its 95% bootstrap interval;
-#   - sampled pass@1 and pass@8 on the first 64 of them (K 8, T 0.7);
+#   - sampled pass@1 and pass@8 on the first 32 of them (K 8, T 0.7);
 #   - the first 200 GSM8K test problems (K 2, T 0.6, 256 tokens): no loss elsewhere (K 2, not 4, for CPU time);
 #   - the training curves and the held-out bars (grpo plot).
 #   bash scripts/heldout_demo.sh [RUN_DIR]        # default outputs/smollm2-lora-arithmetic; OUT=... for the eval folder
@@ -23,7 +23,7 @@ declare -A MODELS=([base]=smollm2-135m-instruct [trained]="$RUN/model")
 for name in base trained; do
   model="${MODELS[$name]}"
   $GRPO eval "$RECIPE" --model "$model" "${HELDOUT[@]}" --temperature 0 --out_dir "$OUT/$name-greedy"
-  $GRPO eval "$RECIPE" --model "$model" "${HELDOUT[@]}" --limit 64 --num_samples 8 --temperature 0.7 --top_p 1.0 \
+  $GRPO eval "$RECIPE" --model "$model" "${HELDOUT[@]}" --limit 32 --num_samples 8 --temperature 0.7 --top_p 1.0 \
     --out_dir "$OUT/$name-sampled"
   $GRPO eval "$RECIPE" --model "$model" --benchmarks gsm8k --limit 200 --num_samples 2 --temperature 0.6 \
     --max_completion_length 256 --sampler "$SAMPLER" --out_dir "$OUT/$name-gsm8k"

@@ -603,7 +603,7 @@ def test_grpo_eval_reward_verifiers_take_the_recipes_settings(tmp_path):
     out = tmp_path / "eval"
     argv = [
         "eval",
-        "recipes/smollm2/lora_arithmetic.yaml",
+        "recipes/smollm2/lora_arithmetic_format.yaml",
         "--model",
         "tiny-random-llama",
         "--benchmarks",
