@@ -8,16 +8,17 @@ python scripts/compare_runs.py outputs/cur outputs/nocur --labels "curriculum,no
 """
 
 import argparse
-import json
 import os
+
+from grpo.io import read_jsonl
 
 METRICS = ("zero_std_frac", "reward", "completion_length/mean", "truncated_frac", "entropy", "step_time_s")
 
 
 def window(path: str, first: int, last: int) -> list[dict]:
-    """The rows of ``path``/metrics.jsonl whose step is in [first, last]. Raises ``FileNotFoundError``."""
-    with open(os.path.join(path, "metrics.jsonl")) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    """The rows of ``path``/metrics.jsonl whose step is in [first, last]. Raises ``FileNotFoundError``, and
+    ``ValueError`` naming the line of a row that is not a JSON object (:func:`grpo.io.read_jsonl`)."""
+    rows = [row for _, row in read_jsonl(os.path.join(path, "metrics.jsonl"))]
     return [r for r in rows if first <= r["step"] <= last]
 
 
